@@ -1,0 +1,2 @@
+"""archlore.memory: a store of design principles from past tasks, with retrieval for transfer.
+It knows nothing of agents."""

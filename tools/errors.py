@@ -1,0 +1,29 @@
+"""The one exception tree of archlore. Every message says what was wrong and how to fix it."""
+
+
+class ArchloreError(Exception):
+    """Root of every error archlore raises on purpose (the CLI prints these as one line)."""
+
+
+class SpaceError(ArchloreError, ValueError):
+    """An architecture, encoding or op name does not fit its search space."""
+
+
+class FilterError(ArchloreError, ValueError):
+    """A SpaceFilter is invalid for its space (empty position, id out of range...)."""
+
+
+class DataError(ArchloreError):
+    """A data file is missing or malformed."""
+
+
+class BudgetExhausted(ArchloreError):
+    """The evaluation budget of a run is spent."""
+
+
+class SpaceExhausted(ArchloreError):
+    """Every architecture allowed by the filter has been evaluated already."""
+
+
+class ConfigError(ArchloreError, ValueError):
+    """A configuration value or command-line option is invalid."""

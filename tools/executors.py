@@ -1,0 +1,54 @@
+"""Executors turn an architecture into metrics: from a table, or by training it for real."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .errors import DataError
+from .spaces import Arch, SearchSpace
+from .tables import Table
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What one evaluation produced. `valid` is what a search may see; `test` is for reports."""
+
+    valid: float
+    test: float | None = None
+    cost: dict[str, float] = field(default_factory=dict)
+    wall_time: float = 0.0
+
+
+class Executor(Protocol):
+    """Evaluates architectures of one space on one task."""
+
+    space: SearchSpace
+    task: str
+
+    def evaluate(self, arch: Arch) -> Metrics: ...
+
+
+class TabularExecutor:
+    """Looks metrics up in a `Table` (simulated cost: params and FLOPs where the table has them)."""
+
+    def __init__(self, table: Table, task: str) -> None:
+        self.table = table
+        self.space = table.space
+        self.task = table.check_task(task)
+        self._valid = table.valid[task]
+        self._test = table.test.get(task)
+
+    def evaluate(self, arch: Arch) -> Metrics:
+        start = time.perf_counter()
+        i = self.space.index(self.space.validate(arch))
+        valid = float(self._valid[i])
+        if math.isnan(valid):
+            raise DataError(
+                f"{self.space.to_string(arch)} has no {self.task} result in {self.table.source}"
+            )
+        test = float(self._test[i]) if self._test is not None and not math.isnan(self._test[i]) else None
+        cost = {k: float(v[i]) for k, v in self.table.cost.items() if not math.isnan(v[i])}
+        return Metrics(valid, test, cost, time.perf_counter() - start)

@@ -1,0 +1,135 @@
+"""The ledger: every evaluation of every run, as frozen records, in SQLite.
+
+`Ledger(None)` keeps it in memory; `Ledger("runs.db")` (or `sqlite:///runs.db`) persists it.
+All shared state of a search lives here, so a killed run resumes from it without evaluating
+a finished candidate again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ArchloreError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS evaluations (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    arch TEXT NOT NULL,
+    valid REAL NOT NULL,
+    test REAL,
+    cost TEXT NOT NULL,
+    wall_time REAL NOT NULL,
+    proposed_by TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, seq),
+    UNIQUE (run_id, arch)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One finished evaluation; never changes once written."""
+
+    run_id: str
+    seq: int
+    arch: str
+    valid: float
+    test: float | None
+    cost: dict[str, float] = field(default_factory=dict)
+    wall_time: float = 0.0
+    proposed_by: str = ""
+    round: int = 0
+    created: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "seq": self.seq,
+            "arch": self.arch,
+            "valid": self.valid,
+            "test": self.test,
+            "cost": dict(self.cost),
+            "wall_time": round(self.wall_time, 4),
+            "round": self.round,
+            "proposed_by": self.proposed_by,
+        }
+
+
+class Ledger:
+    """SQLite-backed store of evaluations; safe to share between threads."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        target = str(path) if path else ":memory:"
+        if target.startswith("sqlite:///"):
+            target = target[len("sqlite:///") :]
+        if target != ":memory:":
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        self.path = target
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(target, check_same_thread=False, timeout=30)
+            if target != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ArchloreError(f"ledger {target} is not a usable SQLite file ({exc}); pass another path") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def record(
+        self,
+        run_id: str,
+        arch: str,
+        valid: float,
+        test: float | None,
+        *,
+        cost: dict[str, float] | None = None,
+        wall_time: float = 0.0,
+        proposed_by: str = "",
+        round: int = 0,
+    ) -> Evaluation:
+        with self._lock, self._db:
+            (seq,) = self._db.execute(
+                "SELECT COUNT(*) FROM evaluations WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            ev = Evaluation(run_id, seq, arch, valid, test, dict(cost or {}), wall_time, proposed_by, round, time.time())
+            self._db.execute(
+                "INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (run_id, seq, arch, valid, test, json.dumps(ev.cost), wall_time, proposed_by, round, ev.created),
+            )
+        return ev
+
+    def get(self, run_id: str, arch: str) -> Evaluation | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM evaluations WHERE run_id = ? AND arch = ?", (run_id, arch)
+            ).fetchone()
+        return _to_eval(row) if row else None
+
+    def evaluations(self, run_id: str) -> list[Evaluation]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM evaluations WHERE run_id = ? ORDER BY seq", (run_id,)
+            ).fetchall()
+        return [_to_eval(r) for r in rows]
+
+    def runs(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT DISTINCT run_id FROM evaluations ORDER BY run_id")]
+
+    def delete_run(self, run_id: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM evaluations WHERE run_id = ?", (run_id,))
+
+
+def _to_eval(row: tuple) -> Evaluation:
+    run_id, seq, arch, valid, test, cost, wall_time, proposed_by, rnd, created = row
+    return Evaluation(run_id, seq, arch, valid, test, json.loads(cost), wall_time, proposed_by, rnd, created)

@@ -1,0 +1,137 @@
+"""Search strategies as proposers (ask/tell): given the history, propose the next architecture.
+
+A proposer holds no hidden state: history comes from the ledger and the random generator is
+seeded by (seed, evaluations so far), so a resumed run proposes exactly what an uninterrupted
+one would. `run_search` drives a proposer through an `Evaluator` inside a `SpaceFilter` and
+stops, never spins, when the filter is exhausted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .errors import BudgetExhausted, ConfigError, SpaceExhausted
+from .evaluator import Evaluator
+from .spaces import Arch, SearchSpace, SpaceFilter, sample_unseen
+
+log = logging.getLogger(__name__)
+
+History = Sequence[tuple[Arch, float]]  # (architecture, validation metric), oldest first
+
+
+class Proposer(Protocol):
+    name: str
+
+    def propose(
+        self, space: SearchSpace, history: History, flt: SpaceFilter, rng: np.random.Generator
+    ) -> Arch: ...
+
+
+@dataclass(frozen=True)
+class RandomSearch:
+    name: str = "random"
+
+    def propose(self, space, history, flt, rng):
+        return sample_unseen(space, rng, {a for a, _ in history}, flt)
+
+
+@dataclass(frozen=True)
+class REA:
+    """Regularized (aging) evolution: tournament over the last `population` evaluations."""
+
+    population: int = 10
+    tournament: int = 5
+    name: str = "rea"
+
+    def __post_init__(self) -> None:
+        if self.population < 1 or not 1 <= self.tournament <= self.population:
+            raise ConfigError("REA needs population >= 1 and 1 <= tournament <= population")
+
+    def propose(self, space, history, flt, rng):
+        seen = {a for a, _ in history}
+        if len(history) < self.population:
+            return sample_unseen(space, rng, seen, flt)
+        pop = list(history[-self.population :])
+        picks = rng.choice(len(pop), size=self.tournament, replace=False)
+        parent = max((pop[i] for i in picks), key=lambda h: h[1])[0]
+        for _ in range(8):
+            child = space.mutate(parent, rng, flt)
+            if child not in seen:
+                return child
+        fresh = [n for n in space.neighbours(flt.project(parent, rng), flt) if n not in seen]
+        if fresh:
+            return fresh[rng.integers(len(fresh))]
+        return sample_unseen(space, rng, seen, flt)
+
+
+def history_of(evaluator: Evaluator) -> list[tuple[Arch, float]]:
+    space = evaluator.space
+    return [(space.from_string(e.arch), e.valid) for e in evaluator.history]
+
+
+def step_rng(seed: int, n_done: int) -> np.random.Generator:
+    return np.random.default_rng([seed, n_done])
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    evaluated: int
+    stopped: str  # "done", "budget" or "exhausted"
+    filter: SpaceFilter
+
+
+def run_search(
+    proposer: Proposer,
+    evaluator: Evaluator,
+    flt: SpaceFilter | None,
+    n: int,
+    *,
+    seed: int,
+    proposed_by: str | None = None,
+    round: int = 0,
+    widen: Callable[[SpaceFilter], SpaceFilter | None] | None = None,
+    on_eval: Callable[[object], None] | None = None,
+) -> SearchOutcome:
+    """Evaluate up to `n` new architectures proposed inside `flt`.
+
+    When the filter is exhausted, `widen(flt)` may return a larger filter to continue in; with
+    no widening (or none left) the search stops and says so.
+    """
+    space = evaluator.space
+    flt = (flt or space.full_filter()).check(space)
+    done = 0
+    while done < n:
+        if evaluator.remaining <= 0:
+            return SearchOutcome(done, "budget", flt)
+        rng = step_rng(seed, evaluator.used)
+        try:
+            arch = proposer.propose(space, history_of(evaluator), flt, rng)
+        except SpaceExhausted:
+            wider = widen(flt) if widen else None
+            if wider is None or wider.size() <= flt.size():
+                log.info("filter of size %d exhausted; stopping", flt.size())
+                return SearchOutcome(done, "exhausted", flt)
+            log.info("filter of size %d exhausted; widened to %d", flt.size(), wider.size())
+            flt = wider.check(space)
+            continue
+        try:
+            ev = evaluator.evaluate(arch, proposed_by=proposed_by or proposer.name, round=round)
+        except BudgetExhausted:
+            return SearchOutcome(done, "budget", flt)
+        done += 1
+        if on_eval:
+            on_eval(ev)
+    return SearchOutcome(done, "done", flt)
+
+
+def widen_to_full(space: SearchSpace) -> Callable[[SpaceFilter], SpaceFilter | None]:
+    def widen(flt: SpaceFilter) -> SpaceFilter | None:
+        full = space.full_filter()
+        return None if flt == full else full
+
+    return widen
