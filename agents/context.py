@@ -1,0 +1,108 @@
+"""Run settings (serialisable, so a killed run resumes with the same ones) and the runtime
+context through which infrastructure reaches the graph's nodes and tools."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from archlore.tools.errors import ConfigError
+from archlore.tools.evaluator import Evaluator
+from archlore.tools.spaces import SearchSpace
+from archlore.tools.tables import Table
+
+# LAPT's schedules: (warm-up evaluations, check every, top-k fed back, REA population, tournament, k)
+SCHEDULES = {
+    "nb201": (5, 5, 5, 5, 2, 2),
+    "tnb101": (10, 10, 15, 10, 5, 3),
+}
+DEFAULT_SCHEDULE = (10, 10, 10, 10, 5, 3)
+
+
+@dataclass(kw_only=True)
+class RunSettings:
+    """Everything that defines a run. Unset schedule fields take the space's LAPT defaults."""
+
+    run_id: str
+    space: str = "nb201"
+    target: str = "cifar100"
+    source: str | None = "cifar10"
+    budget: int = 20
+    llm: str = "none"
+    seed: int = 0
+    executor: str = "tabular"  # tabular | train
+    strategy: str = "guided-rea"  # guided-rea | rea | random
+    data: str | None = None
+    table: str | None = None  # a user CSV for user spaces
+    memory: str | None = None  # path or http URL; "off" disables
+    embedding: str = "minilm"
+    task_description: str | None = None
+    warmup: int | None = None
+    check_every: int | None = None
+    top_k: int | None = None  # top cells of this task fed back to the analyst
+    population: int | None = None
+    tournament: int | None = None
+    max_choices: int | None = None  # k: at most this many choices per position
+    top_n: int = 50  # source cells the evidence is computed over
+    show_n: int = 10  # source cells rendered as layer lists
+    tool_rounds: int | None = None  # analyst tool-calling rounds (default: 1 hosted, 0 local)
+    llm_timeout: float = 120.0
+    llm_retries: int = 4
+    train_epochs: int | None = None
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        sched = SCHEDULES.get(self.space, DEFAULT_SCHEDULE)
+        for name, default in zip(
+            ("warmup", "check_every", "top_k", "population", "tournament", "max_choices"), sched
+        ):
+            if getattr(self, name) is None:
+                setattr(self, name, default)
+        if self.budget < 1:
+            raise ConfigError("--budget must be at least 1")
+        if self.source is not None and self.source == self.target:
+            raise ConfigError(
+                f"source and target are both {self.target!r}: principles must come from another task "
+                "(learning them from the target's own data is leakage); pass a different --source"
+            )
+        if self.executor not in {"tabular", "train"}:
+            raise ConfigError(f"unknown --executor {self.executor!r}: use tabular or train")
+        if self.strategy not in {"guided-rea", "rea", "random"}:
+            raise ConfigError(f"unknown --strategy {self.strategy!r}: use guided-rea, rea or random")
+        if self.check_every < 1 or self.warmup < 1 or self.max_choices < 1:
+            raise ConfigError("warm-up, check interval and max choices must be at least 1")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> RunSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2))
+        tmp.replace(path)
+
+
+@dataclass
+class RunContext:
+    """Infrastructure for one run; reaches nodes through `runtime.context`, never the LLM."""
+
+    settings: RunSettings
+    space: SearchSpace
+    evaluator: Evaluator
+    source_table: Table | None
+    target_description: str
+    source_description: str
+    llm: Any = None  # agents.llm.LLM or None for the statistical agents
+    memory: Any = None  # memory.store.PrincipleStore or None
+    on_event: Any = None  # callable(dict) for progress display
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def emit(self, **event: Any) -> None:
+        if self.on_event:
+            self.on_event(event)

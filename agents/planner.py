@@ -1,0 +1,168 @@
+"""The planner: principles to a `SpaceFilter`, through a pydantic schema, validated in code.
+
+Options are ranked in code (principle weights, then evidence); the LLM chooses among them and may
+overrule the ranking. An invalid answer gets one repair turn that quotes the validation error,
+then a fallback filter from the ranking. A filter smaller than the remaining budget is widened
+with the next-ranked options.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from langchain_core.messages import HumanMessage, SystemMessage
+from pydantic import BaseModel, Field
+
+from archlore.memory.record import Principle
+from archlore.tools.errors import FilterError
+from archlore.tools.evidence import ChoiceStat
+from archlore.tools.spaces import SearchSpace, SpaceFilter
+
+from . import prompts
+from .analyst import principle_weights, render_principles
+from .context import RunContext
+from .llm import Usage, repair_messages
+
+log = logging.getLogger(__name__)
+
+
+class PositionChoices(BaseModel):
+    position: str = Field(max_length=40)
+    choices: list[str] = Field(min_length=1, max_length=12)
+
+
+class PlannerReply(BaseModel):
+    allowed: list[PositionChoices] = Field(min_length=1, max_length=64)
+    note: str = Field(default="", max_length=300)
+
+
+@dataclass
+class PlanResult:
+    filter: SpaceFilter
+    how: str  # "statistics", "llm", "repaired", "fallback"
+    widened: bool = False
+    events: list[dict] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    note: str = ""
+
+
+def rank_options(
+    space: SearchSpace, principles: list[Principle], stats: list[list[ChoiceStat]] | None
+) -> list[list[int]]:
+    """Per position, choice ids best first: principle weight, then top count, then mean metric."""
+    w = principle_weights(space, principles)
+    out = []
+    for j, pos in enumerate(space.positions):
+        col = stats[j] if stats and stats[j] else None
+
+        def key(c: int, j: int = j, col: list[ChoiceStat] | None = col) -> tuple:
+            count = col[c].top_count if col else 0
+            mean = np.nan_to_num(col[c].mean_metric, nan=-1e18) if col else 0.0
+            return (-w[j][c], -count, -mean, c)
+
+        out.append(sorted(range(len(pos.choices)), key=key))
+    return out
+
+
+def widen(flt: SpaceFilter, ranking: list[list[int]], min_size: int) -> SpaceFilter:
+    """Add next-ranked choices, to the narrowest positions first, until the size is enough."""
+    allowed = [list(a) for a in flt.allowed]
+    while np.prod([len(a) for a in allowed], dtype=float) < min_size:
+        open_pos = [j for j, a in enumerate(allowed) if len(a) < len(ranking[j])]
+        if not open_pos:
+            break
+        j = min(open_pos, key=lambda j: (len(allowed[j]), j))
+        allowed[j].append(next(c for c in ranking[j] if c not in allowed[j]))
+    return SpaceFilter(tuple(tuple(a) for a in allowed))
+
+
+def ranked_filter(ranking: list[list[int]], k: int) -> SpaceFilter:
+    return SpaceFilter(tuple(tuple(r[:k]) for r in ranking))
+
+
+def validate_reply(reply: PlannerReply, space: SearchSpace, k: int, min_size: int) -> SpaceFilter:
+    """The filter an answer describes, or a FilterError that says exactly what is wrong."""
+    by_name = {p.name: p for p in space.positions}
+    given: dict[str, list[str]] = {}
+    for item in reply.allowed:
+        name = item.position.strip()
+        if name not in by_name:
+            raise FilterError(f"unknown position {name!r}; positions are {', '.join(by_name)}")
+        if name in given:
+            raise FilterError(f"position {name!r} appears twice")
+        given[name] = [c.strip() for c in item.choices]
+    missing = [p for p in by_name if p not in given]
+    if missing:
+        raise FilterError(f"positions missing: {', '.join(missing)} (give every position 1 to {k} choices)")
+    for name, choices in given.items():
+        if not choices:
+            raise FilterError(f"position {name!r} is empty: give it 1 to {k} choices")
+        if len(set(choices)) > k:
+            raise FilterError(f"position {name!r} has {len(set(choices))} choices; at most {k} are allowed")
+    flt = SpaceFilter.from_choices(space, [given[p.name] for p in space.positions])
+    if flt.size() < min_size:
+        raise FilterError(f"the refined space holds {flt.size()} architectures; it needs at least {min_size}")
+    return flt
+
+
+def render_options(space: SearchSpace, ranking: list[list[int]], stats: list[list[ChoiceStat]] | None) -> str:
+    lines = []
+    for j, (pos, r) in enumerate(zip(space.positions, ranking)):
+        parts = []
+        for c in r:
+            s = stats[j][c] if stats and stats[j] else None
+            parts.append(f"{pos.choices[c]}" + (f" (top share {s.top_share:.0%}, lift {s.lift:.2f})" if s else ""))
+        lines.append(f"{pos.name}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def plan(
+    ctx: RunContext, principles: list[Principle], stats: list[list[ChoiceStat]] | None, min_size: int
+) -> PlanResult:
+    space, k = ctx.space, ctx.settings.max_choices
+    ranking = rank_options(space, principles, stats)
+    fallback = ranked_filter(ranking, k)
+    how, note = "statistics", ""
+    events: list[dict] = []
+    usage = Usage()
+    flt = fallback
+    if ctx.llm is not None:
+        min_llm = min(min_size, space.size())
+        messages: list = [
+            SystemMessage(prompts.PLANNER_SYSTEM.format(k=k, min_size=min_llm)),
+            HumanMessage(prompts.PLANNER_USER.format(
+                principles=render_principles(principles), options=render_options(space, ranking, stats),
+                k=k, min_size=min_llm,
+            )),
+        ]
+        how = "fallback"
+        try:
+            for attempt in range(2):
+                res = ctx.llm.structured(PlannerReply, messages, usage)
+                error = res.error
+                if res.value is not None:
+                    try:
+                        flt = validate_reply(res.value, space, k, min_llm)
+                        how, note = ("llm" if attempt == 0 else "repaired"), res.value.note
+                        break
+                    except FilterError as exc:
+                        error = str(exc)
+                events.append({"event": "repair" if attempt == 0 else "fallback", "node": "plan", "error": error})
+                messages += repair_messages(res.raw, error, "PlannerReply")
+        except Exception as exc:  # noqa: BLE001 - a run never dies because of the LLM
+            log.warning("planner LLM failed: %s", exc)
+            events.append({"event": "llm_error", "node": "plan", "error": f"{type(exc).__name__}: {exc}"[:400]})
+            events.append({"event": "fallback", "node": "plan"})
+            how = "fallback"
+        if how == "fallback":
+            flt = fallback
+    widened = False
+    if flt.size() < min_size:
+        wider = widen(flt, ranking, min_size)
+        widened = wider.size() > flt.size()
+        if widened:
+            events.append({"event": "widened", "node": "plan", "from": flt.size(), "to": wider.size()})
+        flt = wider
+    return PlanResult(flt.check(space), how, widened, events, usage, note)
