@@ -104,31 +104,39 @@ def _stat_text(s: ChoiceStat, label: str) -> str:
 
 
 def evidence_principles(
-    stats: list[list[ChoiceStat]], label: str, *, max_n: int = 12
+    stats: list[list[ChoiceStat]], label: str, *, max_n: int = 16
 ) -> list[Principle]:
-    """The statistical analyst: prefer over-represented choices, avoid absent ones."""
-    out: list[Principle] = []
+    """The statistical analyst: prefer over-represented choices, avoid absent ones.
+
+    Per position, the most over-represented choice is preferred (and a runner-up with a clear
+    lift too), with the top share as confidence; choices almost absent from the top cells are
+    avoided. Preferences come first: they carry the ranking the search uses.
+    """
+    prefer: list[Principle] = []
+    avoid: list[Principle] = []
     for col in stats:
-        best = max(col, key=lambda s: (s.top_share, s.lift))
-        if best.lift >= 1.25 and best.top_count >= 2:
-            out.append(Principle(
-                text=f"At {best.position}, prefer {best.choice}: the top cells of {label} use it "
-                f"{best.top_share:.0%} of the time against {best.base_share:.0%} overall.",
-                position=best.position, choice=best.choice, direction="prefer",
-                confidence=round(float(np.clip(best.top_share, 0.3, 0.95)), 3),
-                evidence=_stat_text(best, label),
-            ))
+        ranked = sorted(col, key=lambda s: (-s.top_share, -s.lift))
+        for rank, s in enumerate(ranked[:2]):
+            if s.top_count >= 2 and s.lift >= (1.25 if rank == 0 else 1.5):
+                prefer.append(Principle(
+                    text=f"At {s.position}, prefer {s.choice}: the top cells of {label} use it "
+                    f"{s.top_share:.0%} of the time against {s.base_share:.0%} overall.",
+                    position=s.position, choice=s.choice, direction="prefer",
+                    confidence=round(float(np.clip(s.top_share, 0.2, 0.95)), 3),
+                    evidence=_stat_text(s, label),
+                ))
         for s in col:
             if s.base_share >= 0.1 and s.lift <= 0.34:
-                out.append(Principle(
+                avoid.append(Principle(
                     text=f"At {s.position}, avoid {s.choice}: it is rare among the top cells of {label} "
                     f"({s.top_share:.0%}) though {s.base_share:.0%} of all cells use it.",
                     position=s.position, choice=s.choice, direction="avoid",
                     confidence=round(float(np.clip(1 - s.lift, 0.3, 0.95)), 3),
                     evidence=_stat_text(s, label),
                 ))
-    out.sort(key=lambda p: -p.confidence)
-    return out[:max_n]
+    prefer.sort(key=lambda p: -p.confidence)
+    avoid.sort(key=lambda p: -p.confidence)
+    return (prefer + avoid)[:max_n]
 
 
 def effect_principles(space: SearchSpace, cells: list[tuple[Arch, float]], label: str) -> list[Principle]:

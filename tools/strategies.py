@@ -154,7 +154,7 @@ class GuidedREA:
     weights: Weights
     population: int = 10
     tournament: int = 5
-    temperature: float = 0.5
+    temperature: float = 0.25
     name: str = "guided-rea"
 
     def __post_init__(self) -> None:
