@@ -1,0 +1,44 @@
+# Two commands on a fresh clone: `make demo` (the agent loop on the embedded default) and
+# `make test`. Both create .venv and install everything they need.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch by default, so a CPU machine never pulls a multi-GB CUDA build.
+# With a GPU: make TORCH_INSTALL="torch --index-url https://download.pytorch.org/whl/cu128"
+TORCH_INSTALL ?= torch==2.13.0
+# llama.cpp is built from source (~7 min once); portable flags, no CPU-specific code.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+DATA ?= $(if $(ARCHLORE_DATA),$(ARCHLORE_DATA),../shared/data)
+DEMO_SOURCE := $(if $(wildcard $(DATA)/nb201/nb201_all.csv),cifar10,none)
+
+.PHONY: setup setup-local demo test bench clean
+
+$(BIN)/.archlore-base: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_INSTALL)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+$(BIN)/.archlore-local: $(BIN)/.archlore-base
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q -e '.[local,dev]'
+	touch $@
+
+setup: $(BIN)/.archlore-base
+
+setup-local: $(BIN)/.archlore-local
+
+demo: setup-local
+	$(BIN)/archlore run --space nb201 --executor train --target digits --source $(DEMO_SOURCE) \
+		--llm local --budget 12 --warmup 4 --check-every 4 --seed 0 --data $(DATA) \
+		--memory .archlore/memory --runs-dir .archlore/runs --run-id demo-$$(date +%Y%m%d-%H%M%S) \
+		--out .archlore/demo-record.json
+
+test: setup-local
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/archlore bench --protocol lapt-nb201 --strategy rea --strategy freq-prior --strategy agent --llm none --seeds 10 --out benchmarks/results/lapt-nb201.json
+
+clean:
+	rm -rf $(VENV) .archlore

@@ -1,0 +1,234 @@
+"""The `archlore` command line: run agents, show runs, benchmark strategies, query the memory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table as RichTable
+
+from archlore.tools.errors import ArchloreError
+
+app = typer.Typer(
+    help="archlore: LLM agents that learn architecture design principles and transfer them across tasks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _mount_memory() -> None:
+    try:
+        from .cli_memory import memory_app
+    except ImportError:  # pragma: no cover - the memory extra is part of the base install
+        return
+    app.add_typer(memory_app, name="memory", help="Query and manage the principle memory (list, show, query, export, import, forget).")
+
+
+class _Progress:
+    """A live panel: round, evaluations used, best so far, filter size, last principle."""
+
+    def __init__(self, budget: int) -> None:
+        self.state = {"round": 0, "used": 0, "budget": budget, "best": None, "filter": None, "principle": "", "how": ""}
+        self.live = Live(self._render(), console=err, refresh_per_second=8, transient=False)
+
+    def _render(self) -> RichTable:
+        s = self.state
+        t = RichTable.grid(padding=(0, 2))
+        t.add_row("round", str(s["round"]), "evaluations", f"{s['used']}/{s['budget']}")
+        t.add_row("best so far", "-" if s["best"] is None else f"{s['best']:.4f}",
+                  "filter size", "-" if s["filter"] is None else f"{s['filter']} ({s['how']})")
+        t.add_row("last principle", (s["principle"] or "-")[:110], "", "")
+        return t
+
+    def __call__(self, ev: dict) -> None:
+        kind = ev.get("kind")
+        if kind == "eval":
+            self.state.update(used=ev["used"], best=ev["best"])
+        elif kind == "filter":
+            self.state.update(filter=ev["size"], how=ev["how"])
+        elif kind == "principles":
+            self.state["principle"] = ev.get("last", "")
+            if ev.get("mode") != "initial":
+                self.state["round"] += 1
+        self.live.update(self._render())
+
+
+@app.command()
+def run(
+    space: Annotated[str, typer.Option(help="nb201, tnb101, or a .yaml/.json space file")] = "nb201",
+    target: Annotated[str, typer.Option(help="target task (dataset or table column), e.g. cifar100 or digits")] = "cifar100",
+    source: Annotated[Optional[str], typer.Option(help="source task the principles are learned from; 'none' for no source")] = "cifar10",
+    budget: Annotated[int, typer.Option(help="evaluations (unique architectures) to spend")] = 20,
+    llm: Annotated[str, typer.Option(help="none | local | openai:MODEL | openai:MODEL@BASE_URL")] = "none",
+    seed: Annotated[int, typer.Option()] = 0,
+    executor: Annotated[str, typer.Option(help="tabular (look up a benchmark table) or train (train each candidate)")] = "tabular",
+    strategy: Annotated[str, typer.Option(help="search inside the filter: guided-rea, rea or random")] = "guided-rea",
+    data: Annotated[Optional[str], typer.Option(help="benchmark data dir (default $ARCHLORE_DATA, else ../shared/data)")] = None,
+    table: Annotated[Optional[str], typer.Option(help="a CSV of results for a user space (encoding column 'arch')")] = None,
+    memory: Annotated[Optional[str], typer.Option(help="principle memory: a path, an http:// Chroma server, or 'off' (default: the per-user store)")] = None,
+    embedding: Annotated[str, typer.Option(help="memory embedding: minilm or hash")] = "minilm",
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="name of the run (default: derived from the settings and time)")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="continue the run with this id (after a crash or kill)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="also write the run record to this JSON file")] = None,
+    runs_dir: Annotated[Optional[Path], typer.Option(help="where runs live (default $ARCHLORE_RUNS, else ./runs)")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="evaluations before the first check (LAPT: 5 nb201, 10 tnb101)")] = None,
+    check_every: Annotated[Optional[int], typer.Option(help="evaluations between adaptation checks")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="top cells of this task fed back to the analyst")] = None,
+    max_choices: Annotated[Optional[int], typer.Option(help="at most this many choices per position (LAPT: 2 nb201, 3 tnb101)")] = None,
+    task_description: Annotated[Optional[str], typer.Option(help="a sentence describing the target task (for recall)")] = None,
+    train_epochs: Annotated[Optional[int], typer.Option(help="epochs per candidate with --executor train")] = None,
+    llm_timeout: Annotated[float, typer.Option(help="seconds per LLM call")] = 120.0,
+    llm_retries: Annotated[int, typer.Option(help="retries on timeouts, connection errors, 429 and 5xx")] = 4,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
+) -> None:
+    """Run the agents (analyst, planner, executor) on a target task."""
+    from .context import RunSettings
+    from .runner import new_run_id, run_persistent
+
+    try:
+        if resume:
+            settings = RunSettings(run_id=resume, space=space, target=target, source=None)
+            progress = None if quiet else _Progress(budget)
+        else:
+            src = None if source in (None, "", "none") else source
+            settings = RunSettings(
+                run_id=run_id or new_run_id({"space": Path(space).stem, "target": target, "seed": seed}),
+                space=space, target=target, source=src, budget=budget, llm=llm, seed=seed,
+                executor=executor, strategy=strategy, data=data, table=table, memory=memory,
+                embedding=embedding, warmup=warmup, check_every=check_every, top_k=top_k,
+                max_choices=max_choices, task_description=task_description, train_epochs=train_epochs,
+                llm_timeout=llm_timeout, llm_retries=llm_retries,
+            )
+            progress = None if quiet else _Progress(budget)
+        if progress:
+            with progress.live:
+                record, run_dir = run_persistent(settings, root=runs_dir, resume=bool(resume), on_event=progress)
+        else:
+            record, run_dir = run_persistent(settings, root=runs_dir, resume=bool(resume))
+    except ArchloreError as exc:
+        _fail(exc)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2))
+    _print_summary(record)
+    console.print(f"record: {run_dir / 'record.json'}" + (f" and {out}" if out else ""), highlight=False)
+
+
+def _print_summary(rec: dict) -> None:
+    best = rec.get("best") or {}
+    console.print(
+        f"[bold]{rec['run_id']}[/]: {rec['space']} {rec.get('source') or '-'} -> {rec['target']}, llm {rec['llm']}, "
+        f"{rec['used']}/{rec['budget']} evaluations, best valid {best.get('valid', float('nan')):.4f}"
+        + (f", test {best['test']:.4f}" if best.get("test") is not None else ""),
+        highlight=False,
+    )
+
+
+@app.command()
+def show(
+    run: Annotated[str, typer.Argument(help="a run id (under --runs-dir) or a record JSON file")],
+    runs_dir: Annotated[Optional[Path], typer.Option(help="where runs live (default $ARCHLORE_RUNS, else ./runs)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the raw record")] = False,
+) -> None:
+    """Print a run record readably: settings, principles by round, filters, evaluations, tokens."""
+    from .runner import runs_dir as default_runs
+
+    path = Path(run)
+    if not path.is_file():
+        path = default_runs(runs_dir) / run / "record.json"
+    if not path.is_file():
+        _fail(ArchloreError(f"no run record for {run!r} (looked for {path}); pass a run id or a record file"))
+    try:
+        rec = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        _fail(ArchloreError(f"{path} is not valid JSON ({exc.msg}); the run may still be writing it"))
+    if as_json:
+        console.print_json(data=rec)
+        return
+    _print_summary(rec)
+    fed = rec.get("data_fed_to_analyst", {})
+    console.print(f"analyst fed: {fed.get('source_cells') or 'no source table'}; memory runs: {fed.get('memory') or 'none'}", highlight=False)
+    for h in rec.get("principles_history", []):
+        console.rule(f"round {h['round']} · {h['mode']} · by {h['by']} · evidence: {h['evidence']}")
+        for p in h["principles"]:
+            console.print(f"  [{'green' if p['direction'] == 'prefer' else 'red'}]{p['direction']:6}[/] {p['choice']} @ {p['position']} ({p['confidence']:.2f}) {p['text']}", highlight=False)
+        for r in h.get("rejected", []):
+            console.print(f"  [yellow]rejected[/] {r['reason']}", highlight=False)
+    t = RichTable(title="filters")
+    for col in ("round", "how", "size", "allowed"):
+        t.add_column(col)
+    for f in rec.get("filters", []):
+        t.add_row(str(f["round"]), f["how"] + (" +widened" if f.get("widened") else ""), str(f["size"]),
+                  "; ".join(f"{k}: {'/'.join(v)}" for k, v in f["allowed"].items()))
+    console.print(t)
+    t = RichTable(title="evaluations")
+    for col in ("#", "round", "arch", "valid", "test", "proposed by"):
+        t.add_column(col)
+    for e in rec.get("evaluations", []):
+        t.add_row(str(e["seq"]), str(e["round"]), e["arch"], f"{e['valid']:.4f}",
+                  "-" if e["test"] is None else f"{e['test']:.4f}", e["proposed_by"])
+    console.print(t)
+    events = rec.get("events", [])
+    if events:
+        console.print("events: " + ", ".join(f"{e['event']}@{e.get('node', '?')}" for e in events), highlight=False)
+    tot = rec.get("tokens", {}).get("total", {})
+    console.print(f"LLM: {tot.get('calls', 0)} calls, {tot.get('input_tokens', 0)} in / {tot.get('output_tokens', 0)} out tokens, "
+                  f"{tot.get('seconds', 0):.1f} s, ~${tot.get('cost_usd', 0):.4f}", highlight=False)
+
+
+@app.command()
+def bench(
+    protocol: Annotated[str, typer.Option(help="lapt-nb201 | lapt-tnb101 | curves")],
+    strategy: Annotated[list[str], typer.Option(help="random, rea, freq-prior, agent (repeatable)")],
+    out: Annotated[Path, typer.Option(help="FILE.json (FILE.md and FILE.png are written beside it)")],
+    target: Annotated[Optional[list[str]], typer.Option(help="target task(s); default: the protocol's")] = None,
+    source: Annotated[Optional[list[str]], typer.Option(help="source task(s); default: the protocol's")] = None,
+    seeds: Annotated[int, typer.Option(help="seeds 0..N-1 per row")] = 10,
+    data: Annotated[Optional[str], typer.Option(help="benchmark data dir (default $ARCHLORE_DATA, else ../shared/data)")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="LLM for strategy agent: none | local | openai:MODEL[@URL]")] = None,
+    space: Annotated[Optional[str], typer.Option(help="space for --protocol curves: nb201 or tnb101")] = None,
+    budgets: Annotated[Optional[list[int]], typer.Option(help="budgets for --protocol curves")] = None,
+    memory: Annotated[Optional[str], typer.Option(help="agent strategy: 'fresh' for a new memory per experiment (default: no memory)")] = None,
+) -> None:
+    """Benchmark strategies x targets x sources x seeds; writes JSON, a markdown table and a plot."""
+    from archlore.benchmarks.harness import run_bench
+
+    options = {k: v for k, v in {"llm": llm, "memory": memory}.items() if v is not None}
+    try:
+        payload = run_bench(
+            protocol, strategy, targets=target, sources=source, seeds=seeds, out=out, data=data,
+            options=options, space=space, budgets=budgets, progress=lambda m: err.print(m, highlight=False),
+        )
+    except ArchloreError as exc:
+        _fail(exc)
+    files = payload.get("files", {})
+    md = files.get("md") if isinstance(files, dict) else None
+    if md and Path(md).is_file():
+        console.print(Path(md).read_text(), highlight=False)
+    console.print(f"wrote {', '.join(str(f) for f in (files.values() if isinstance(files, dict) else files))}", highlight=False)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except ArchloreError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+_mount_memory()
