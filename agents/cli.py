@@ -232,3 +232,7 @@ def main() -> None:  # pragma: no cover - console entry
 
 
 _mount_memory()
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m archlore.agents.cli
+    main()

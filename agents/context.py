@@ -13,6 +13,8 @@ from archlore.tools.evaluator import Evaluator
 from archlore.tools.spaces import SearchSpace
 from archlore.tools.tables import Table
 
+from .llm import parse_llm
+
 # LAPT's schedules: (warm-up evaluations, check every, top-k fed back, REA population, tournament, k)
 SCHEDULES = {
     "nb201": (5, 5, 5, 5, 2, 2),
@@ -71,6 +73,7 @@ class RunSettings:
             raise ConfigError(f"unknown --executor {self.executor!r}: use tabular or train")
         if self.strategy not in {"guided-rea", "rea", "random"}:
             raise ConfigError(f"unknown --strategy {self.strategy!r}: use guided-rea, rea or random")
+        parse_llm(self.llm)  # fail before anything is created
         if self.check_every < 1 or self.warmup < 1 or self.max_choices < 1:
             raise ConfigError("warm-up, check interval and max choices must be at least 1")
 

@@ -47,7 +47,8 @@ def recall(state: State, runtime: Runtime[RunContext]) -> dict:
     recalled = [
         {
             "principle": r.principle.model_dump(),
-            "task": r.task,
+            "task": r.task.task,
+            "conflicts": bool(r.conflicts),
             "run_id": r.run_ids[0] if r.run_ids else "",
             "run_ids": list(r.run_ids),
             "similarity": round(float(r.similarity), 4),

@@ -194,7 +194,12 @@ def execute(
         if resume and snapshot.values and not snapshot.next:
             state = snapshot.values  # already finished: rebuild the record
         else:
-            state = graph.invoke(None if resume and snapshot.values else initial_state(settings), config, context=ctx)
+            # durability="sync": each step's checkpoint is on disk before the next step starts,
+            # so a kill -9 loses at most the step in flight (whose evaluations the ledger keeps)
+            state = graph.invoke(
+                None if resume and snapshot.values else initial_state(settings), config, context=ctx,
+                durability="sync",
+            )
         return build_record(ctx, state)
 
 
@@ -222,6 +227,7 @@ def run_persistent(
         settings.save(run_dir / "settings.json")
     ledger = Ledger(run_dir / "ledger.db")
     conn = sqlite3.connect(run_dir / "checkpoints.db", check_same_thread=False)
+    memory = None
     try:
         memory = open_memory(settings)
         record = execute(
@@ -229,6 +235,8 @@ def run_persistent(
             on_event=on_event, resume=resume,
         )
     finally:
+        if memory is not None:
+            memory.close()
         conn.close()
         ledger.close()
     tmp = run_dir / "record.tmp"
