@@ -40,6 +40,7 @@ class RunSettings:
     table: str | None = None  # a user CSV for user spaces
     memory: str | None = None  # path or http URL; "off" disables
     embedding: str = "minilm"
+    remember: bool = True  # write the final principles to the memory (off: recall only)
     task_description: str | None = None
     warmup: int | None = None
     check_every: int | None = None

@@ -161,7 +161,7 @@ def route_after_assess(state: State) -> Literal["analyze", "remember"]:
 
 def remember(state: State, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
-    if ctx.memory is None or not state.get("principles"):
+    if ctx.memory is None or not ctx.settings.remember or not state.get("principles"):
         return {"remembered": []}
     s = ctx.settings
     best = ctx.evaluator.best()

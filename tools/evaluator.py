@@ -25,6 +25,7 @@ class Evaluator:
         self.budget = budget
         self._history = ledger.evaluations(run_id)  # resume: what is finished stays finished
         self._by_arch = {e.arch: e for e in self._history}
+        self._archs = [self.space.from_string(e.arch) for e in self._history]
 
     @property
     def history(self) -> list[Evaluation]:
@@ -39,7 +40,11 @@ class Evaluator:
         return max(0, self.budget - self.used)
 
     def seen(self) -> set[Arch]:
-        return {self.space.from_string(a) for a in self._by_arch}
+        return set(self._archs)
+
+    def pairs(self) -> list[tuple[Arch, float]]:
+        """(architecture, validation metric) per evaluation, oldest first: what proposers read."""
+        return [(a, e.valid) for a, e in zip(self._archs, self._history)]
 
     def best(self) -> Evaluation | None:
         return max(self._history, key=lambda e: e.valid, default=None)
@@ -57,5 +62,6 @@ class Evaluator:
         )
         log.debug("evaluated %s -> %.4f (%s)", key, m.valid, proposed_by)
         self._history.append(ev)
+        self._archs.append(tuple(arch))
         self._by_arch[key] = ev
         return ev

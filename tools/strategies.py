@@ -69,11 +69,6 @@ class REA:
         return sample_unseen(space, rng, seen, flt)
 
 
-def history_of(evaluator: Evaluator) -> list[tuple[Arch, float]]:
-    space = evaluator.space
-    return [(space.from_string(e.arch), e.valid) for e in evaluator.history]
-
-
 def step_rng(seed: int, n_done: int) -> np.random.Generator:
     return np.random.default_rng([seed, n_done])
 
@@ -110,7 +105,7 @@ def run_search(
             return SearchOutcome(done, "budget", flt)
         rng = step_rng(seed, evaluator.used)
         try:
-            arch = proposer.propose(space, history_of(evaluator), flt, rng)
+            arch = proposer.propose(space, evaluator.pairs(), flt, rng)
         except SpaceExhausted:
             wider = widen(flt) if widen else None
             if wider is None or wider.size() <= flt.size():
