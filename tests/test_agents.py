@@ -88,18 +88,18 @@ def test_planner_validation_repair_and_fallback():
         tool_answer("PlannerReply", {"allowed": [{"position": "edge1<-0", "choices": ["nor_conv_3x3", "skip_connect", "none"]}]}),
         tool_answer("PlannerReply", {"allowed": [{"position": p.name, "choices": ["nor_conv_3x3"]} for p in load_nb201(str(DATA)).space.positions]}),
     ]), "scripted", FAST))
-    res = planner.plan(ctx, [], None, min_size=20)
+    stats = analyst.source_evidence(ctx).stats
+    res = planner.plan(ctx, [], stats, min_size=20)
     assert res.how == "fallback" and [e["event"] for e in res.events] == ["repair", "fallback"]
     assert res.filter.size() >= 20 and all(1 <= len(a) <= 2 for a in res.filter.allowed)
     ok = {"allowed": [{"position": p.name, "choices": ["nor_conv_3x3", "avg_pool_3x3"]} for p in ctx.space.positions], "note": "pools"}
     ctx.llm = LLM(ScriptedChatModel(script=[tool_answer("PlannerReply", ok)]), "scripted", FAST)
-    res = planner.plan(ctx, [], None, min_size=20)
+    res = planner.plan(ctx, [], stats, min_size=20)
     # the model may overrule the evidence ranking
     assert res.how == "llm" and res.filter.allowed == ((3, 4),) * 6
 
 
 def test_validate_reply_messages():
-    space = load_nb201.__wrapped__ if False else None  # noqa: F841 - keep imports explicit
     from archlore.tools.spaces import NB201Space
 
     sp = NB201Space()
@@ -110,6 +110,8 @@ def test_validate_reply_messages():
     with pytest.raises(Exception, match="unknown position"):
         planner.validate_reply(reply, sp, 2, 1)
     assert planner.widen(planner.ranked_filter([[3, 1, 2, 0, 4]] * 6, 1), [[3, 1, 2, 0, 4]] * 6, 20).size() >= 20
+    # with nothing known about a position, pruning it would be arbitrary: it keeps every choice
+    assert planner.ranked_filter([[3, 1, 2, 0, 4]] * 6, 2, [True] * 5 + [False]).allowed[5] == (0, 1, 2, 3, 4)
 
 
 @needs_data
