@@ -325,6 +325,7 @@ class TrainingExecutor:
         self.seed = int(seed)
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.threads = threads
+        self.data = DATASETS[self.task]()  # loaded (and cached) now, so wall times are training only
 
     @staticmethod
     def _check_space(space: SearchSpace) -> None:
@@ -345,21 +346,21 @@ class TrainingExecutor:
         arch = self.space.validate(arch)
         return tuple(p.choices[a] for p, a in zip(self.space.positions, arch))
 
-    def build(self, arch: Arch, data: Dataset | None = None) -> CellNetwork:
-        data = data or DATASETS[self.task]()
+    def build(self, arch: Arch) -> CellNetwork:
+        """The untrained network of `arch` (initialised from torch's global RNG)."""
         return CellNetwork(
-            self.ops_of(arch), in_channels=data.in_channels, num_classes=data.num_classes,
+            self.ops_of(arch), in_channels=self.data.in_channels, num_classes=self.data.num_classes,
             channels=self.channels, cells_per_stage=self.cells_per_stage,
         )
 
     def evaluate(self, arch: Arch) -> Metrics:
         start = time.perf_counter()
         ops = self.ops_of(arch)  # validate before any work
-        data = DATASETS[self.task]()
+        data = self.data
         fork_devices = [self.device] if self.device.type == "cuda" else []
         with _torch_threads(self.threads), torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(self.seed)
-            model = self.build(arch, data).to(self.device)
+            model = self.build(arch).to(self.device)
             flops = count_flops(model, data.x_valid.to(self.device))
             train_seconds = self._train(model, data)
             valid = _accuracy(model, data.x_valid, data.y_valid, self.device)
