@@ -55,7 +55,9 @@ def make_executor(settings: RunSettings, space: SearchSpace, table: Table | None
         from archlore.tools.training import TrainingExecutor
 
         kwargs = {"epochs": settings.train_epochs} if settings.train_epochs else {}
-        return TrainingExecutor(space, settings.target, seed=settings.seed, **kwargs)
+        # one thread by default: on a busy 2-core machine torch's default was 5-20x slower
+        threads = int(os.environ.get("ARCHLORE_TRAIN_THREADS", "1")) or None
+        return TrainingExecutor(space, settings.target, seed=settings.seed, threads=threads, **kwargs)
     if table is None:
         raise DataError(f"space {space.name!r} has no table: pass --table FILE.csv or --executor train")
     return TabularExecutor(table, settings.target)

@@ -80,7 +80,8 @@ def test_trains_above_chance(trained: Metrics) -> None:
 def test_same_seed_same_metrics(tiny: TrainingExecutor, trained: Metrics) -> None:
     state = torch.get_rng_state()
     again = TrainingExecutor(NB201, "digits", seed=0, **TINY).evaluate(CELL)
-    assert (again.valid, again.test, again.cost["params"]) == (trained.valid, trained.test, trained.cost["params"])
+    assert (again.valid, again.test) == (trained.valid, trained.test)
+    assert again.cost["params"] == trained.cost["params"]
     assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left alone
 
 
@@ -94,7 +95,7 @@ def test_wrong_length_genotype_is_a_space_error(tiny: TrainingExecutor) -> None:
 def test_unknown_task_lists_the_available_ones() -> None:
     with pytest.raises(ConfigError, match="unknown training task 'mnist': use one of digits"):
         TrainingExecutor(NB201, "mnist")
-    with pytest.raises(ConfigError, match="task 'cifar10' needs torchvision: .*Available training tasks: digits"):
+    with pytest.raises(ConfigError, match="task 'cifar10' needs torchvision: .*training tasks: digits"):
         TrainingExecutor(NB201, "cifar10")
     assert issubclass(ConfigError, ArchloreError)
     assert set(DATASETS) >= {"digits"}
@@ -105,7 +106,9 @@ def test_transnas_micro_cells_build() -> None:
     ex = TrainingExecutor(tnb, "digits", **TINY)
     arch = tnb.from_string("64-41414-3_13_221")
     net = ex.build(arch)
-    assert net.ops == ("nor_conv_3x3", "skip_connect", "nor_conv_3x3", "nor_conv_1x1", "nor_conv_1x1", "skip_connect")
+    assert net.ops == (
+        "nor_conv_3x3", "skip_connect", "nor_conv_3x3", "nor_conv_1x1", "nor_conv_1x1", "skip_connect"
+    )
 
 
 def test_spaces_of_another_shape_are_refused() -> None:

@@ -40,6 +40,8 @@ EDGES: tuple[tuple[int, int], ...] = tuple(
     (int(t), int(s)) for t, s in (e.split("<-") for e in NB201_EDGES)
 )
 N_NODES = 4
+#: The ops this module builds (NB201's five; TransNAS micro uses the first four).
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 
 class ReLUConvBN(nn.Sequential):
@@ -74,8 +76,6 @@ def make_op(name: str, channels: int) -> nn.Module:
         return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
     raise SpaceError(f"unknown op {name!r}: use one of {', '.join(OPS)}")
 
-
-OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 
 class Cell(nn.Module):
@@ -288,6 +288,12 @@ class TrainingExecutor:
     small dataset. The model is initialised and the batches shuffled from `seed` alone (the
     caller's global torch RNG is left as it was), so on CPU the same (arch, seed) gives the same
     metrics. `valid` and `test` are accuracies in percent on the fixed splits.
+
+    `threads` sets torch's intra-op threads for the evaluation (and restores them after); None
+    leaves torch's default (one per core). The convolutions here are tiny, so one thread is
+    usually as fast, and on a busy 2-core machine several times faster (OpenMP threads wait on
+    each other): pass threads=1 there. Results are reproducible for a fixed thread count; a
+    different count may change the last digits of the floating-point sums and so the metrics.
     """
 
     def __init__(
@@ -295,7 +301,7 @@ class TrainingExecutor:
         space: SearchSpace | None = None,
         task: str = "digits",
         *,
-        epochs: int = 5,
+        epochs: int = 3,
         channels: int = 8,
         cells_per_stage: int = 1,
         batch_size: int = 64,
@@ -323,7 +329,9 @@ class TrainingExecutor:
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.seed = int(seed)
-        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
         self.threads = threads
         self.data = DATASETS[self.task]()  # loaded (and cached) now, so wall times are training only
 
@@ -355,9 +363,12 @@ class TrainingExecutor:
 
     def evaluate(self, arch: Arch) -> Metrics:
         start = time.perf_counter()
-        ops = self.ops_of(arch)  # validate before any work
+        arch = self.space.validate(arch)  # before any work
         data = self.data
-        fork_devices = [self.device] if self.device.type == "cuda" else []
+        fork_devices = []  # fork_rng forks the CPU generator always, CUDA ones by index
+        if self.device.type == "cuda":
+            idx = self.device.index
+            fork_devices = [idx if idx is not None else torch.cuda.current_device()]
         with _torch_threads(self.threads), torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(self.seed)
             model = self.build(arch).to(self.device)
@@ -367,7 +378,10 @@ class TrainingExecutor:
             test = _accuracy(model, data.x_test, data.y_test, self.device)
         wall = time.perf_counter() - start
         n_params = count_params(model)
-        log.debug("trained %s on %s: valid %.2f test %.2f in %.1fs", "|".join(ops), self.task, valid, test, wall)
+        log.debug(
+            "trained %s on %s: valid %.2f test %.2f in %.1fs",
+            self.space.to_string(arch), self.task, valid, test, wall,
+        )
         cost = {
             "params": float(n_params),
             "flops": float(flops),
@@ -408,4 +422,4 @@ class TrainingExecutor:
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
     model.eval()
     pred = model(x.to(device)).argmax(dim=1)
-    return 100.0 * float((pred == y.to(device)).float().mean())
+    return 100.0 * int((pred == y.to(device)).sum()) / len(y)
