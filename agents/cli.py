@@ -91,7 +91,7 @@ def run(
     max_choices: Annotated[Optional[int], typer.Option(help="at most this many choices per position (LAPT: 2 nb201, 3 tnb101)")] = None,
     task_description: Annotated[Optional[str], typer.Option(help="a sentence describing the target task (for recall)")] = None,
     train_epochs: Annotated[Optional[int], typer.Option(help="epochs per candidate with --executor train")] = None,
-    llm_timeout: Annotated[float, typer.Option(help="seconds per LLM call")] = 120.0,
+    llm_timeout: Annotated[Optional[float], typer.Option(help="seconds per LLM call (default 120; 600 with --llm local)")] = None,
     llm_retries: Annotated[int, typer.Option(help="retries on timeouts, connection errors, 429 and 5xx")] = 4,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
 ) -> None:

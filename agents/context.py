@@ -51,7 +51,7 @@ class RunSettings:
     top_n: int = 50  # source cells the evidence is computed over
     show_n: int = 10  # source cells rendered as layer lists
     tool_rounds: int | None = None  # analyst tool-calling rounds (default: 1 hosted, 0 local)
-    llm_timeout: float = 120.0
+    llm_timeout: float | None = None  # seconds per LLM call (default: 120 hosted, 600 local)
     llm_retries: int = 4
     train_epochs: int | None = None
     created: str = ""

@@ -222,19 +222,19 @@ def make_openai(spec: LLMSpec, settings: LLMSettings, *, api_key: str | None = N
 def repair_messages(raw: Any, error: str, function: str) -> list[Any]:
     """The turn that quotes a validation error back to the model.
 
-    An answer that made tool calls must be followed by one tool message per call (the OpenAI API
-    rejects anything else), so the error goes there; otherwise it is a plain user message.
+    The rejected answer is replayed as plain assistant text (its function arguments), not as a
+    tool call: an answer with tool calls would need one tool message per call, and some
+    OpenAI-compatible servers (llama.cpp's) reject assistant messages without text content.
     """
-    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.messages import AIMessage, HumanMessage
 
     from .prompts import REPAIR
 
     text = REPAIR.format(error=error, function=function)
     if raw is None:
         return [HumanMessage(text)]
-    calls = getattr(raw, "tool_calls", None) or []
-    bad = getattr(raw, "invalid_tool_calls", None) or []
-    ids = [c.get("id") for c in list(calls) + list(bad) if c.get("id")]
-    if ids:
-        return [raw] + [ToolMessage(text, tool_call_id=i) for i in ids]
-    return [raw, HumanMessage(text)]
+    calls = list(getattr(raw, "tool_calls", None) or []) + list(getattr(raw, "invalid_tool_calls", None) or [])
+    said = "\n".join(
+        f"{c.get('name')}({c['args'] if isinstance(c.get('args'), str) else json.dumps(c.get('args'))})" for c in calls
+    ) or str(getattr(raw, "content", "") or "")
+    return [AIMessage(said[:4000] or "(empty answer)"), HumanMessage(text)]

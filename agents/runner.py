@@ -65,7 +65,9 @@ def make_executor(settings: RunSettings, space: SearchSpace, table: Table | None
 
 def make_llm(settings: RunSettings, stack: ExitStack) -> Any:
     spec = parse_llm(settings.llm)
-    llm_settings = LLMSettings(timeout=settings.llm_timeout, retries=settings.llm_retries)
+    # a 1.5B model on one CPU thread needs minutes for a long prompt on a busy machine
+    timeout = settings.llm_timeout or (600.0 if spec.provider == "local" else 120.0)
+    llm_settings = LLMSettings(timeout=timeout, retries=settings.llm_retries)
     if spec.provider == "none":
         return None
     if spec.provider == "local":
