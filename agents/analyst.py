@@ -139,6 +139,24 @@ def evidence_principles(
     return (prefer + avoid)[:max_n]
 
 
+def summary_principles(space: SearchSpace, cells: list[tuple[Arch, float]], n_top: int, label: str) -> list[Principle]:
+    """What a finished run taught: the choices its best cells share, against a uniform prior.
+
+    A run's evaluations are not a uniform sample (the filter and the search chose them), so the
+    top cells are compared with the uniform share of each choice rather than with the evaluated
+    cells; this is what the memory keeps for later tasks.
+    """
+    if not cells:
+        return []
+    stats = choice_stats(space, cells, n_top)
+    uniform = [
+        [ChoiceStat(s.position, s.choice, s.choice_id, s.top_count, s.top_share, 1 / len(col),
+                    s.top_share * len(col), s.mean_metric) for s in col]
+        for col in stats
+    ]
+    return evidence_principles(uniform, label)
+
+
 def effect_principles(space: SearchSpace, cells: list[tuple[Arch, float]], label: str) -> list[Principle]:
     """Principles from this run's own evaluations: choices whose mean metric stands out."""
     if len(cells) < 4:
@@ -262,7 +280,7 @@ def statistical_analysis(ctx: RunContext, mode: Mode, current: list[Principle], 
         ev = source_evidence(ctx)
         principles = evidence_principles(ev.stats, ev.label) if ev else []
         recalled = [Principle(**r["principle"]) for r in ctx.extra.get("recalled", [])]
-        principles = merge_principles(principles, recalled, decay=0.6) if recalled else principles
+        principles = merge_principles(principles, recalled, decay=0.9) if recalled else principles
         return AnalysisResult(principles, evidence_source=ev.label if ev else "recalled principles only")
     ev = run_evidence(ctx)
     own = effect_principles(ctx.space, ev.cells, ev.label)

