@@ -92,7 +92,7 @@ def run(
     task_description: Annotated[Optional[str], typer.Option(help="a sentence describing the target task (for recall)")] = None,
     train_epochs: Annotated[Optional[int], typer.Option(help="epochs per candidate with --executor train")] = None,
     llm_timeout: Annotated[Optional[float], typer.Option(help="seconds per LLM call (default 120; 600 with --llm local)")] = None,
-    llm_retries: Annotated[int, typer.Option(help="retries on timeouts, connection errors, 429 and 5xx")] = 4,
+    llm_retries: Annotated[Optional[int], typer.Option(help="retries on timeouts, connection errors, 429 and 5xx (default 4; 1 with --llm local)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
 ) -> None:
     """Run the agents (analyst, planner, executor) on a target task."""

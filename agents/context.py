@@ -52,7 +52,7 @@ class RunSettings:
     show_n: int = 10  # source cells rendered as layer lists
     tool_rounds: int | None = None  # analyst tool-calling rounds (default: 1 hosted, 0 local)
     llm_timeout: float | None = None  # seconds per LLM call (default: 120 hosted, 600 local)
-    llm_retries: int = 4
+    llm_retries: int | None = None  # default: 4 hosted, 1 local
     train_epochs: int | None = None
     created: str = ""
 

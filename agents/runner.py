@@ -67,7 +67,9 @@ def make_llm(settings: RunSettings, stack: ExitStack) -> Any:
     spec = parse_llm(settings.llm)
     # a 1.5B model on one CPU thread needs minutes for a long prompt on a busy machine
     timeout = settings.llm_timeout or (600.0 if spec.provider == "local" else 120.0)
-    llm_settings = LLMSettings(timeout=timeout, retries=settings.llm_retries)
+    # a stuck local server rarely recovers by waiting: retry it once, hosted APIs more often
+    retries = settings.llm_retries if settings.llm_retries is not None else (1 if spec.provider == "local" else 4)
+    llm_settings = LLMSettings(timeout=timeout, retries=retries)
     if spec.provider == "none":
         return None
     if spec.provider == "local":
