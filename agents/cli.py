@@ -57,7 +57,7 @@ class _Progress:
     def __call__(self, ev: dict) -> None:
         kind = ev.get("kind")
         if kind == "eval":
-            self.state.update(used=ev["used"], best=ev["best"])
+            self.state.update(used=ev["used"], best=ev["best"], budget=ev["budget"])
         elif kind == "filter":
             self.state.update(filter=ev["size"], how=ev["how"])
         elif kind == "principles":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from archlore.tools.errors import ConfigError, DataError
+from archlore.tools.errors import ArchloreError, ConfigError, DataError
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.executors import Executor, TabularExecutor
 from archlore.tools.ledger import Ledger
@@ -240,6 +241,14 @@ def run_persistent(
             settings, ledger=ledger, checkpointer=SqliteSaver(conn), memory=memory,
             on_event=on_event, resume=resume,
         )
+    except ArchloreError:
+        if not resume and not ledger.evaluations(settings.run_id):
+            # a run that failed before evaluating anything (bad data path, no API key...) leaves
+            # nothing behind, so the same command works once the cause is fixed
+            conn.close()
+            ledger.close()
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         if memory is not None:
             memory.close()

@@ -233,3 +233,5 @@ def test_cli_errors_are_one_line(tmp_path):
         out = subprocess.run(cli + args, capture_output=True, text=True)
         assert out.returncode == 2, (args, out.stderr)
         assert needle in out.stderr and "Traceback" not in out.stderr, out.stderr
+    # a run that failed before its first evaluation leaves nothing behind
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]
