@@ -202,7 +202,7 @@ def bench(
     llm: Annotated[Optional[str], typer.Option(help="LLM for strategy agent: none | local | openai:MODEL[@URL]")] = None,
     space: Annotated[Optional[str], typer.Option(help="space for --protocol curves: nb201 or tnb101")] = None,
     budgets: Annotated[Optional[list[int]], typer.Option(help="budgets for --protocol curves")] = None,
-    memory: Annotated[Optional[str], typer.Option(help="agent strategy: 'fresh' for a new memory per experiment (default: no memory)")] = None,
+    memory: Annotated[Optional[str], typer.Option(help="agent strategy: recall from a copy of the memory at PATH, read-only (default: no memory)")] = None,
 ) -> None:
     """Benchmark strategies x targets x sources x seeds; writes JSON, a markdown table and a plot."""
     from archlore.benchmarks.harness import run_bench

@@ -421,6 +421,7 @@ class PrincipleStore:
         self.location: str = backend.location
         self.embedding_name: str = embedding_name(embedding)
         self.dimension: int = embedding_dimension(embedding)
+        self.embedding = embedding  # the EmbeddingFunction, e.g. to open a copy with the same one
         self._vectors: dict[str, np.ndarray] = {}
         with self._session():  # create the collection, or check that it fits this embedding
             pass

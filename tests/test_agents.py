@@ -235,3 +235,46 @@ def test_cli_errors_are_one_line(tmp_path):
         assert needle in out.stderr and "Traceback" not in out.stderr, out.stderr
     # a run that failed before its first evaluation leaves nothing behind
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]
+
+
+@needs_data
+def test_bench_recalls_from_a_read_only_copy_of_a_memory(tmp_path):
+    from archlore.benchmarks.harness import run_bench
+    from archlore.memory.store import open_store
+
+    mem = tmp_path / "mem"
+    with open_store(mem, embedding="hash") as store:
+        execute(RunSettings(run_id="fill", target="cifar10", source=None, budget=30, memory="off", data=str(DATA)),
+                memory=store)
+        before = store.count()
+    assert before > 0
+    payload = run_bench("lapt-nb201", ["agent"], targets=["cifar100"], sources=["imagenet16-120"], seeds=2,
+                        out=tmp_path / "b.json", data=str(DATA), options={"memory": str(mem)})
+    assert payload["rows"][0]["memory"] == str(mem)
+    with open_store(mem, embedding="hash") as store:
+        assert store.count() == before  # the benchmark never wrote to the memory it was given
+
+
+@needs_data
+def test_recall_and_remember_through_the_graph(tmp_path):
+    from archlore.memory.store import open_store
+
+    with open_store(tmp_path / "mem", embedding="hash") as store:
+        fill = execute(RunSettings(run_id="fill-c10", target="cifar10", source=None, budget=30, memory="off",
+                                   data=str(DATA)), memory=store)
+        assert fill["remembered"] and store.count() == len(fill["remembered"])
+        rec = execute(RunSettings(run_id="use", target="cifar100", source=None, budget=10, memory="off",
+                                  data=str(DATA), remember=False), memory=store)
+        assert rec["recalled"] and {r["run_id"] for r in rec["recalled"]} == {"fill-c10"}
+        assert all(r["task"] == "cifar10" for r in rec["recalled"])
+        assert rec["data_fed_to_analyst"]["memory"] and not rec["remembered"]
+        assert store.count() == len(fill["remembered"])
+        # the recalled principles shaped the first filter: what they avoid is gone
+        avoided = {(r["principle"]["position"], r["principle"]["choice"]) for r in rec["recalled"]
+                   if r["principle"]["direction"] == "avoid"}
+        allowed = rec["filters"][0]["allowed"]
+        assert all(choice not in allowed[pos] for pos, choice in avoided)
+        # a run never recalls principles learned on its own target
+        again = execute(RunSettings(run_id="c10", target="cifar10", source=None, budget=5, memory="off",
+                                    data=str(DATA), remember=False), memory=store)
+        assert again["recalled"] == []
