@@ -394,7 +394,12 @@ def llm_analysis(ctx: RunContext, mode: Mode, current: list[Principle], original
         return fallback
     if mode != "initial":
         kept = merge_principles(kept, current)
-    return AnalysisResult(kept, rejected, events, usage, by=ctx.llm.name, evidence_source=ev.label)
+    # what the model left unsaid, the evidence says: its principles win wherever it spoke, the
+    # statistical ones fill the (position, choice) pairs it did not address
+    said = {(p.position, p.choice) for p in kept}
+    filled = [p for p in fallback.principles if (p.position, p.choice) not in said]
+    by = ctx.llm.name + ("+statistics" if filled else "")
+    return AnalysisResult(kept + filled, rejected, events, usage, by=by, evidence_source=ev.label)
 
 
 def analyze(ctx: RunContext, mode: Mode, current: list[Principle], original: list[Principle]) -> AnalysisResult:

@@ -121,6 +121,25 @@ def validate_reply(reply: PlannerReply, space: SearchSpace, k: int, min_size: in
     return flt
 
 
+def evidence_conflicts(
+    space: SearchSpace, flt: SpaceFilter, ranking: list[list[int]], stats: list[list[ChoiceStat]] | None,
+    principles: list[Principle],
+) -> list[str]:
+    """Positions where the filter drops the evidence's clear favourite and no principle avoids it."""
+    if not stats:
+        return []
+    w = principle_weights(space, principles)
+    out = []
+    for j, (pos, r) in enumerate(zip(space.positions, ranking)):
+        if not stats[j]:
+            continue
+        best = stats[j][r[0]]
+        if best.choice_id not in flt.allowed[j] and best.top_share >= 0.4 and best.lift >= 2 and w[j][best.choice_id] >= 0:
+            out.append(f"{pos.name}: you dropped {best.choice}, which {best.top_share:.0%} of the top cells use "
+                       f"(lift {best.lift:.1f})")
+    return out
+
+
 def render_options(space: SearchSpace, ranking: list[list[int]], stats: list[list[ChoiceStat]] | None) -> str:
     lines = []
     for j, (pos, r) in enumerate(zip(space.positions, ranking)):
@@ -160,6 +179,12 @@ def plan(
                 if res.value is not None:
                     try:
                         flt = validate_reply(res.value, space, k, min_llm)
+                        conflicts = evidence_conflicts(space, flt, ranking, stats, principles)
+                        if conflicts and attempt == 0:
+                            # one chance to reconsider; a model that insists overrules the evidence
+                            raise FilterError("; ".join(conflicts) + ". Keep these choices, or answer the same again if you are sure")
+                        if conflicts:
+                            events.append({"event": "overruled_evidence", "node": "plan", "positions": conflicts})
                         how, note = ("llm" if attempt == 0 else "repaired"), res.value.note
                         break
                     except FilterError as exc:

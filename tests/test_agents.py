@@ -63,7 +63,10 @@ def test_llm_analyst_checks_every_claim():
     model = ScriptedChatModel(script=[AIMessage("no tools needed"), tool_answer("AnalystReply", reply)])
     ctx = _ctx(LLM(model, "scripted", FAST))
     res = analyst.analyze(ctx, "initial", [], [])
-    assert [(p.position, p.choice) for p in res.principles] == [("edge1<-0", "nor_conv_3x3"), ("edge3<-0", "skip_connect")]
+    # the model's surviving principles come first, the evidence fills what it left unsaid
+    assert [(p.position, p.choice) for p in res.principles[:2]] == [("edge1<-0", "nor_conv_3x3"), ("edge3<-0", "skip_connect")]
+    assert res.principles[0].text.startswith("3x3 convolutions") and res.by == "scripted+statistics"
+    assert len({(p.position, p.choice) for p in res.principles}) == len(res.principles)
     reasons = " | ".join(r["reason"] for r in res.rejected)
     assert "conv_9x9" in reasons and "contradicted" in reasons and "unknown position" in reasons
     assert all(p.evidence for p in res.principles)  # evidence is filled from the data, not the model
@@ -93,10 +96,19 @@ def test_planner_validation_repair_and_fallback():
     assert res.how == "fallback" and [e["event"] for e in res.events] == ["repair", "fallback"]
     assert res.filter.size() >= 20 and all(1 <= len(a) <= 2 for a in res.filter.allowed)
     ok = {"allowed": [{"position": p.name, "choices": ["nor_conv_3x3", "avg_pool_3x3"]} for p in ctx.space.positions], "note": "pools"}
-    ctx.llm = LLM(ScriptedChatModel(script=[tool_answer("PlannerReply", ok)]), "scripted", FAST)
+    model = ScriptedChatModel(script=[tool_answer("PlannerReply", ok), tool_answer("PlannerReply", ok)])
+    ctx.llm = LLM(model, "scripted", FAST)
     res = planner.plan(ctx, [], stats, min_size=20)
-    # the model may overrule the evidence ranking
-    assert res.how == "llm" and res.filter.allowed == ((3, 4),) * 6
+    # dropping the evidence's clear favourite (skip_connect on edge3<-0, in 100% of the top cells)
+    # gets one question back; a model that insists overrules the evidence, and the record says so
+    assert "you dropped skip_connect" in model.seen[1][-1].content
+    assert res.how == "repaired" and res.filter.allowed == ((3, 4),) * 6
+    assert [e["event"] for e in res.events] == ["repair", "overruled_evidence"]
+    # without such a conflict the answer is taken as it is, even against the ranking's order
+    alt = {"allowed": [{"position": p.name, "choices": ["nor_conv_3x3", "skip_connect" if p.name == "edge3<-0" else "avg_pool_3x3"]} for p in ctx.space.positions]}
+    ctx.llm = LLM(ScriptedChatModel(script=[tool_answer("PlannerReply", alt)]), "scripted", FAST)
+    res = planner.plan(ctx, [], stats, min_size=20)
+    assert res.how == "llm" and res.filter.allowed[5] == (3, 4) and not res.events
 
 
 def test_validate_reply_messages():
