@@ -27,8 +27,8 @@ from archlore.tools.ledger import Ledger
 from archlore.tools.tables import load_table
 
 SETUPS = {
-    # space: (fill tasks, held-out targets, budget, fixed source for the memory-off reference)
-    "nb201": (["cifar10"], ["cifar100", "imagenet16-120"], 20, None),
+    # space: (fill tasks, held-out targets, budget, a source table for LAPT's setting)
+    "nb201": (["cifar10"], ["cifar100", "imagenet16-120"], 20, "cifar10"),
     "tnb101": (["class_scene", "class_object", "segmentsemantic", "normal"], ["room_layout", "autoencoder"], 50, "jigsaw"),
 }
 
@@ -60,8 +60,9 @@ def run(space: str, seeds: int, fill_seeds: int, data: str | None, embedding: st
                 execute(s, table=table, memory=store, use_llm_spec=False)
         fill_s = time.perf_counter() - t0
         conditions = [("memory", None, store), ("no memory", None, None)]
-        if fixed_source:
-            conditions.append((f"fixed source {fixed_source}", fixed_source, None))
+        if fixed_source:  # LAPT's setting (a source table) with and without the memory on top
+            conditions += [(f"source {fixed_source} + memory", fixed_source, store),
+                           (f"source {fixed_source}", fixed_source, None)]
         for target in held_out:
             for name, source, mem in conditions:
                 scores, hits, recalled = [], [], collections.Counter()
