@@ -96,15 +96,15 @@ def render_principles(principles: list[Principle]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # evidence and checks
-def _stat_text(s: ChoiceStat, label: str) -> str:
+def _stat_text(s: ChoiceStat, label: str, base: str = "of all") -> str:
     return (
         f"{label}: {s.top_count} of the top cells use {s.choice} at {s.position} "
-        f"(top share {s.top_share:.0%} vs {s.base_share:.0%} of all, lift {s.lift:.2f})"
+        f"(top share {s.top_share:.0%} vs {s.base_share:.0%} {base}, lift {s.lift:.2f})"
     )
 
 
 def evidence_principles(
-    stats: list[list[ChoiceStat]], label: str, *, max_n: int = 16
+    stats: list[list[ChoiceStat]], label: str, *, max_n: int = 16, uniform_base: bool = False
 ) -> list[Principle]:
     """The statistical analyst: prefer over-represented choices, avoid absent ones.
 
@@ -112,6 +112,11 @@ def evidence_principles(
     lift too), with the top share as confidence; choices almost absent from the top cells are
     avoided. Preferences come first: they carry the ranking the search uses.
     """
+    if uniform_base:  # the shares are compared with a uniform choice, not with measured cells
+        overall = of_all = "under a uniform choice"
+        base = "uniform"
+    else:
+        overall, of_all, base = "overall", "of all cells", "of all"
     prefer: list[Principle] = []
     avoid: list[Principle] = []
     for col in stats:
@@ -120,19 +125,19 @@ def evidence_principles(
             if s.top_count >= 2 and s.lift >= (1.25 if rank == 0 else 1.5):
                 prefer.append(Principle(
                     text=f"At {s.position}, prefer {s.choice}: the top cells of {label} use it "
-                    f"{s.top_share:.0%} of the time against {s.base_share:.0%} overall.",
+                    f"{s.top_share:.0%} of the time against {s.base_share:.0%} {overall}.",
                     position=s.position, choice=s.choice, direction="prefer",
                     confidence=round(float(np.clip(s.top_share, 0.2, 0.95)), 3),
-                    evidence=_stat_text(s, label),
+                    evidence=_stat_text(s, label, base),
                 ))
         for s in col:
             if s.base_share >= 0.1 and s.lift <= 0.34:
                 avoid.append(Principle(
                     text=f"At {s.position}, avoid {s.choice}: it is rare among the top cells of {label} "
-                    f"({s.top_share:.0%}) though {s.base_share:.0%} of all cells use it.",
+                    f"({s.top_share:.0%}) against {s.base_share:.0%} {of_all}.",
                     position=s.position, choice=s.choice, direction="avoid",
                     confidence=round(float(np.clip(1 - s.lift, 0.3, 0.95)), 3),
-                    evidence=_stat_text(s, label),
+                    evidence=_stat_text(s, label, base),
                 ))
     prefer.sort(key=lambda p: -p.confidence)
     avoid.sort(key=lambda p: -p.confidence)
@@ -154,7 +159,7 @@ def summary_principles(space: SearchSpace, cells: list[tuple[Arch, float]], n_to
                     s.top_share * len(col), s.mean_metric) for s in col]
         for col in stats
     ]
-    return evidence_principles(uniform, label)
+    return evidence_principles(uniform, label, uniform_base=True)
 
 
 def effect_principles(space: SearchSpace, cells: list[tuple[Arch, float]], label: str) -> list[Principle]:
