@@ -177,7 +177,7 @@ def show(
     console.print(t)
     t = RichTable(title="evaluations")
     for col in ("#", "round", "arch", "valid", "test", "proposed by"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for e in rec.get("evaluations", []):
         t.add_row(str(e["seq"]), str(e["round"]), e["arch"], f"{e['valid']:.4f}",
                   "-" if e["test"] is None else f"{e['test']:.4f}", e["proposed_by"])
