@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import StructuredTool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from archlore.memory.record import Principle
 from archlore.tools.evidence import ChoiceStat, all_cells, choice_stats, filter_stats, top_cells
@@ -36,7 +36,7 @@ Mode = Literal["initial", "update", "branch"]
 class PrincipleDraft(BaseModel):
     """What the LLM writes; the evidence field is filled by code from the data."""
 
-    text: str = Field(max_length=300)
+    text: str = Field(max_length=240)
     position: str = Field(max_length=40)
     choice: str = Field(max_length=40)
     direction: Literal["prefer", "avoid"]
@@ -44,7 +44,26 @@ class PrincipleDraft(BaseModel):
 
 
 class AnalystReply(BaseModel):
+    """Design principles, each a sentence plus one structured effect."""
+
     principles: list[PrincipleDraft] = Field(min_length=1, max_length=10)
+
+
+def analyst_reply_model(space: SearchSpace) -> type[BaseModel]:
+    """`AnalystReply` whose JSON schema lists the space's position and choice names.
+
+    A grammar-constrained server (llama.cpp) then writes only valid names; validation stays
+    lenient (plain strings) so a hosted model's unknown name drops that principle, not the answer.
+    """
+    choices = sorted({c for p in space.positions for c in p.choices})
+    draft = create_model(
+        "PrincipleDraft", __base__=PrincipleDraft,
+        position=(str, Field(max_length=40, json_schema_extra={"enum": [p.name for p in space.positions] + ["*"]})),
+        choice=(str, Field(max_length=40, json_schema_extra={"enum": choices})),
+    )
+    return create_model(
+        "AnalystReply", __base__=AnalystReply, principles=(list[draft], Field(min_length=1, max_length=10)),
+    )
 
 
 @dataclass
@@ -376,11 +395,12 @@ def llm_analysis(ctx: RunContext, mode: Mode, current: list[Principle], original
                 out = tool.invoke(call["args"]) if tool else f"unknown tool {call['name']!r}"
                 messages.append(ToolMessage(str(out)[:4000], tool_call_id=call["id"]))
                 events.append({"event": "tool_call", "node": "analyze", "tool": call["name"], "args": call["args"]})
-        res = ctx.llm.structured(AnalystReply, messages, usage)
+        schema = analyst_reply_model(space)
+        res = ctx.llm.structured(schema, messages, usage)
         if res.value is None:
             events.append({"event": "repair", "node": "analyze", "error": res.error})
             messages += repair_messages(res.raw, res.error, "AnalystReply")
-            res = ctx.llm.structured(AnalystReply, messages, usage)
+            res = ctx.llm.structured(schema, messages, usage)
     except Exception as exc:  # noqa: BLE001 - a run never dies because of the LLM
         log.warning("analyst LLM failed: %s", exc)
         events.append({"event": "llm_error", "node": "analyze", "error": f"{type(exc).__name__}: {exc}"[:400]})

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from langchain_core.messages import HumanMessage, SystemMessage
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from archlore.memory.record import Principle
 from archlore.tools.errors import FilterError
@@ -28,14 +28,25 @@ from .llm import Usage, repair_messages
 log = logging.getLogger(__name__)
 
 
-class PositionChoices(BaseModel):
-    position: str = Field(max_length=40)
-    choices: list[str] = Field(min_length=1, max_length=12)
+def planner_reply_model(space: SearchSpace, k: int) -> type[BaseModel]:
+    """The planner's answer schema for one space: one required list of choices per position.
 
-
-class PlannerReply(BaseModel):
-    allowed: list[PositionChoices] = Field(min_length=1, max_length=64)
-    note: str = Field(default="", max_length=300)
+    The JSON schema the model sees lists the valid names and at most k items per position (servers
+    that constrain decoding with a grammar, like llama.cpp's, then cannot produce anything else);
+    validation here stays lenient so `validate_reply` can say exactly what is wrong.
+    """
+    fields: dict = {
+        f"p{j}": (list[str], Field(
+            alias=pos.name, min_length=1, description=f"1 to {k} allowed choices at {pos.name}",
+            json_schema_extra={"items": {"type": "string", "enum": list(pos.choices)}, "maxItems": k},
+        ))
+        for j, pos in enumerate(space.positions)
+    }
+    fields["note"] = (str, Field(default="", max_length=200, description="one sentence on the choice"))
+    return create_model(
+        "PlannerReply", __config__=ConfigDict(populate_by_name=True),
+        __doc__="The refined search space: the allowed choices at every position.", **fields,
+    )
 
 
 @dataclass
@@ -96,20 +107,9 @@ def ranked_filter(
     return SpaceFilter(tuple(allowed))
 
 
-def validate_reply(reply: PlannerReply, space: SearchSpace, k: int, min_size: int) -> SpaceFilter:
+def validate_reply(reply: BaseModel, space: SearchSpace, k: int, min_size: int) -> SpaceFilter:
     """The filter an answer describes, or a FilterError that says exactly what is wrong."""
-    by_name = {p.name: p for p in space.positions}
-    given: dict[str, list[str]] = {}
-    for item in reply.allowed:
-        name = item.position.strip()
-        if name not in by_name:
-            raise FilterError(f"unknown position {name!r}; positions are {', '.join(by_name)}")
-        if name in given:
-            raise FilterError(f"position {name!r} appears twice")
-        given[name] = [c.strip() for c in item.choices]
-    missing = [p for p in by_name if p not in given]
-    if missing:
-        raise FilterError(f"positions missing: {', '.join(missing)} (give every position 1 to {k} choices)")
+    given = {name: [str(c).strip() for c in choices] for name, choices in reply.model_dump(by_alias=True).items() if name != "note"}
     for name, choices in given.items():
         if not choices:
             raise FilterError(f"position {name!r} is empty: give it 1 to {k} choices")
@@ -172,9 +172,10 @@ def plan(
             )),
         ]
         how = "fallback"
+        schema = planner_reply_model(space, k)
         try:
             for attempt in range(2):
-                res = ctx.llm.structured(PlannerReply, messages, usage)
+                res = ctx.llm.structured(schema, messages, usage)
                 error = res.error
                 if res.value is not None:
                     try:

@@ -88,14 +88,14 @@ def test_llm_analyst_repairs_then_falls_back():
 @needs_data
 def test_planner_validation_repair_and_fallback():
     ctx = _ctx(LLM(ScriptedChatModel(script=[
-        tool_answer("PlannerReply", {"allowed": [{"position": "edge1<-0", "choices": ["nor_conv_3x3", "skip_connect", "none"]}]}),
-        tool_answer("PlannerReply", {"allowed": [{"position": p.name, "choices": ["nor_conv_3x3"]} for p in load_nb201(str(DATA)).space.positions]}),
+        tool_answer("PlannerReply", {"edge1<-0": ["nor_conv_3x3", "skip_connect", "none"]}),  # positions missing
+        tool_answer("PlannerReply", {p.name: ["nor_conv_3x3"] for p in load_nb201(str(DATA)).space.positions}),  # too small
     ]), "scripted", FAST))
     stats = analyst.source_evidence(ctx).stats
     res = planner.plan(ctx, [], stats, min_size=20)
     assert res.how == "fallback" and [e["event"] for e in res.events] == ["repair", "fallback"]
     assert res.filter.size() >= 20 and all(1 <= len(a) <= 2 for a in res.filter.allowed)
-    ok = {"allowed": [{"position": p.name, "choices": ["nor_conv_3x3", "avg_pool_3x3"]} for p in ctx.space.positions], "note": "pools"}
+    ok = {**{p.name: ["nor_conv_3x3", "avg_pool_3x3"] for p in ctx.space.positions}, "note": "pools"}
     model = ScriptedChatModel(script=[tool_answer("PlannerReply", ok), tool_answer("PlannerReply", ok)])
     ctx.llm = LLM(model, "scripted", FAST)
     res = planner.plan(ctx, [], stats, min_size=20)
@@ -105,7 +105,7 @@ def test_planner_validation_repair_and_fallback():
     assert res.how == "repaired" and res.filter.allowed == ((3, 4),) * 6
     assert [e["event"] for e in res.events] == ["repair", "overruled_evidence"]
     # without such a conflict the answer is taken as it is, even against the ranking's order
-    alt = {"allowed": [{"position": p.name, "choices": ["nor_conv_3x3", "skip_connect" if p.name == "edge3<-0" else "avg_pool_3x3"]} for p in ctx.space.positions]}
+    alt = {p.name: ["nor_conv_3x3", "skip_connect" if p.name == "edge3<-0" else "avg_pool_3x3"] for p in ctx.space.positions}
     ctx.llm = LLM(ScriptedChatModel(script=[tool_answer("PlannerReply", alt)]), "scripted", FAST)
     res = planner.plan(ctx, [], stats, min_size=20)
     assert res.how == "llm" and res.filter.allowed[5] == (3, 4) and not res.events
@@ -115,12 +115,19 @@ def test_validate_reply_messages():
     from archlore.tools.spaces import NB201Space
 
     sp = NB201Space()
-    reply = planner.PlannerReply(allowed=[{"position": p.name, "choices": ["nor_conv_3x3"]} for p in sp.positions])
+    schema = planner.planner_reply_model(sp, 2)
+    reply = schema.model_validate({p.name: ["nor_conv_3x3"] for p in sp.positions})
     with pytest.raises(Exception, match="at least 20"):
         planner.validate_reply(reply, sp, 2, 20)
-    reply = planner.PlannerReply(allowed=[{"position": "edge9", "choices": ["none"]}])
-    with pytest.raises(Exception, match="unknown position"):
+    reply = schema.model_validate({p.name: ["nor_conv_3x3", "none", "skip_connect"] for p in sp.positions})
+    with pytest.raises(Exception, match="at most 2"):
         planner.validate_reply(reply, sp, 2, 1)
+    reply = schema.model_validate({p.name: ["conv_9x9"] for p in sp.positions})
+    with pytest.raises(Exception, match="unknown choice 'conv_9x9'"):
+        planner.validate_reply(reply, sp, 2, 1)
+    # the schema the model sees lists the valid names and the limit per position
+    props = schema.model_json_schema()["properties"]
+    assert props["edge1<-0"]["maxItems"] == 2 and "nor_conv_3x3" in props["edge1<-0"]["items"]["enum"]
     assert planner.widen(planner.ranked_filter([[3, 1, 2, 0, 4]] * 6, 1), [[3, 1, 2, 0, 4]] * 6, 20).size() >= 20
     # with nothing known about a position, pruning it would be arbitrary: it keeps every choice
     w = [[0.0] * 5 for _ in range(6)]
@@ -160,9 +167,9 @@ def test_fake_openai_server_end_to_end():
 
     names = [p.name for p in NB201Space().positions]
     bad_op = {"principles": GOOD_ANALYST["principles"] + [{"text": "x", "position": "edge2<-0", "choice": "conv_9x9", "direction": "prefer", "confidence": 0.5}]}
-    empty = {"allowed": [{"position": n, "choices": [] if i == 0 else ["nor_conv_3x3", "skip_connect"]} for i, n in enumerate(names)]}
-    too_many = {"allowed": [{"position": n, "choices": ["nor_conv_3x3", "skip_connect", "none"]} for n in names]}
-    good_plan = {"allowed": [{"position": n, "choices": ["nor_conv_3x3", "skip_connect"]} for n in names]}
+    empty = {n: [] if i == 0 else ["nor_conv_3x3", "skip_connect"] for i, n in enumerate(names)}
+    too_many = {n: ["nor_conv_3x3", "skip_connect", "none"] for n in names}
+    good_plan = {n: ["nor_conv_3x3", "skip_connect"] for n in names}
     script = [
         (429, {"error": {"message": "rate limited"}}),
         (200, completion("choice_counts", json.dumps({"position": "edge1<-0"}))),
