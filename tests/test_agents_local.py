@@ -30,5 +30,5 @@ def test_agent_run_through_the_local_model():
     first = rec["principles_history"][0]
     events = {e["event"] for e in rec["events"]}
     # either the model's principles survived the checks, or the fallback is recorded as such
-    assert first["by"] == "local" or "fallback" in events
+    assert first["by"].startswith("local") or "fallback" in events
     assert rec["filters"][0]["how"] in {"llm", "repaired", "fallback"}
