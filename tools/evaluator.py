@@ -39,9 +39,6 @@ class Evaluator:
     def remaining(self) -> int:
         return max(0, self.budget - self.used)
 
-    def seen(self) -> set[Arch]:
-        return set(self._archs)
-
     def pairs(self) -> list[tuple[Arch, float]]:
         """(architecture, validation metric) per evaluation, oldest first: what proposers read."""
         return [(a, e.valid) for a, e in zip(self._archs, self._history)]

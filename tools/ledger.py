@@ -121,14 +121,6 @@ class Ledger:
             ).fetchall()
         return [_to_eval(r) for r in rows]
 
-    def runs(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT DISTINCT run_id FROM evaluations ORDER BY run_id")]
-
-    def delete_run(self, run_id: str) -> None:
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM evaluations WHERE run_id = ?", (run_id,))
-
 
 def _to_eval(row: tuple) -> Evaluation:
     run_id, seq, arch, valid, test, cost, wall_time, proposed_by, rnd, created = row

@@ -234,9 +234,6 @@ class SpaceFilter:
     def members(self) -> Iterator[Arch]:
         return product(*self.allowed)
 
-    def union(self, other: SpaceFilter) -> SpaceFilter:
-        return SpaceFilter(tuple(tuple(set(a) | set(b)) for a, b in zip(self.allowed, other.allowed)))
-
     def names(self, space: SearchSpace) -> dict[str, list[str]]:
         return {p.name: [p.choices[c] for c in a] for p, a in zip(space.positions, self.allowed)}
 
