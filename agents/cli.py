@@ -91,6 +91,7 @@ def run(
     max_choices: Annotated[Optional[int], typer.Option(help="at most this many choices per position (LAPT: 2 nb201, 3 tnb101)")] = None,
     task_description: Annotated[Optional[str], typer.Option(help="a sentence describing the target task (for recall)")] = None,
     train_epochs: Annotated[Optional[int], typer.Option(help="epochs per candidate with --executor train")] = None,
+    tool_rounds: Annotated[Optional[int], typer.Option(help="analyst tool-calling rounds for evidence (default 1; 0 with --llm local, whose prompt carries the evidence pre-ranked)")] = None,
     llm_timeout: Annotated[Optional[float], typer.Option(help="seconds per LLM call (default 120; 600 with --llm local)")] = None,
     llm_retries: Annotated[Optional[int], typer.Option(help="retries on timeouts, connection errors, 429 and 5xx (default 4; 1 with --llm local)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
@@ -111,7 +112,7 @@ def run(
                 executor=executor, strategy=strategy, data=data, table=table, memory=memory,
                 embedding=embedding, warmup=warmup, check_every=check_every, top_k=top_k,
                 max_choices=max_choices, task_description=task_description, train_epochs=train_epochs,
-                llm_timeout=llm_timeout, llm_retries=llm_retries,
+                tool_rounds=tool_rounds, llm_timeout=llm_timeout, llm_retries=llm_retries,
             )
             progress = None if quiet else _Progress(budget)
         if progress:
