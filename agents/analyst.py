@@ -20,7 +20,7 @@ from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field, create_model
 
 from archlore.memory.record import Principle
-from archlore.tools.evidence import ChoiceStat, all_cells, choice_stats, filter_stats, top_cells
+from archlore.tools.evidence import ChoiceStat, choice_stats, filter_stats
 from archlore.tools.errors import SpaceError
 from archlore.tools.spaces import Arch, SearchSpace, SpaceFilter
 
@@ -281,11 +281,11 @@ class Evidence:
 
 def source_evidence(ctx: RunContext) -> Evidence | None:
     s = ctx.settings
-    if ctx.source_table is None or s.source is None:
+    if ctx.source is None or s.source is None:
         return None
-    cells = all_cells(ctx.source_table, s.source)
+    cells = ctx.source.all_cells(s.source)
     stats = choice_stats(ctx.space, cells, s.top_n)
-    return Evidence(f"source {s.source}", cells, top_cells(ctx.source_table, s.source, s.show_n), s.top_n, stats)
+    return Evidence(f"source {s.source}", cells, ctx.source.top_cells(s.source, s.show_n), s.top_n, stats)
 
 
 def run_evidence(ctx: RunContext) -> Evidence:

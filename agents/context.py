@@ -11,7 +11,7 @@ from typing import Any
 from archlore.tools.errors import ConfigError
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.spaces import SearchSpace
-from archlore.tools.tables import Table
+from archlore.tools.source_view import SourceView
 
 from .llm import parse_llm
 
@@ -99,7 +99,7 @@ class RunContext:
     settings: RunSettings
     space: SearchSpace
     evaluator: Evaluator
-    source_table: Table | None
+    source: SourceView | None  # the source task(s)' validation data only; never a target column
     target_description: str
     source_description: str
     llm: Any = None  # agents.llm.LLM or None for the statistical agents

@@ -22,6 +22,7 @@ from archlore.tools.errors import ArchloreError, ConfigError, DataError
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.executors import Executor, TabularExecutor
 from archlore.tools.ledger import Ledger
+from archlore.tools.source_view import SourceView
 from archlore.tools.spaces import SearchSpace, get_space
 from archlore.tools.tables import TASK_DESCRIPTIONS, Table, load_table, load_user_csv
 
@@ -116,7 +117,7 @@ def build_context(
         settings=settings,
         space=space,
         evaluator=Evaluator(executor, ledger, settings.run_id, settings.budget),
-        source_table=table if settings.source else None,
+        source=SourceView(table, [settings.source], target=settings.target) if settings.source else None,
         target_description=settings.task_description or TASK_DESCRIPTIONS.get(settings.target, settings.target),
         source_description=TASK_DESCRIPTIONS.get(settings.source or "", settings.source or ""),
         llm=llm,
@@ -151,7 +152,7 @@ def build_record(ctx: RunContext, state: dict, *, data_fed: dict | None = None) 
         "settings": s.to_json(),
         "data_fed_to_analyst": data_fed or {
             "source_task": s.source,
-            "source_table": ctx.source_table.source if ctx.source_table is not None else None,
+            "source_table": ctx.source.describe() if ctx.source is not None else None,
             "source_cells": f"all cells of {s.source}, top {s.top_n} for statistics, top {s.show_n} as layer lists" if s.source else None,
             "target_data": "only this run's own evaluations (adaptation rounds)",
             "memory": [r["run_id"] for r in state.get("recalled", [])],

@@ -1,0 +1,15 @@
+"""Console objects and the one-line error exit shared by the `archlore` commands."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(exc: Exception) -> None:
+    """Print `exc` as one line on stderr and exit with status 2 (bad input, everywhere)."""
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(2)
