@@ -110,3 +110,7 @@ class RunContext:
     def emit(self, **event: Any) -> None:
         if self.on_event:
             self.on_event(event)
+
+    def journal(self, round: int, node: str, **entries: list[dict]) -> None:
+        """Record what `node` decided in `round` (principles, filters, events) in the ledger."""
+        self.evaluator.ledger.write_journal(self.settings.run_id, round, node, entries)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import shutil
+import re
 import sqlite3
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from archlore.tools.errors import ArchloreError, ConfigError, DataError
 from archlore.tools.evaluator import Evaluator
@@ -32,16 +35,43 @@ from .llm import LLMSettings, LLMSpec, make_openai, parse_llm
 
 log = logging.getLogger(__name__)
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: principles_history, filters and events come from the ledger's journal
+
+
+class RunLocked(ArchloreError):
+    """Another process is running or resuming this run."""
 
 
 def runs_dir(path: str | Path | None = None) -> Path:
     return Path(path or os.environ.get("ARCHLORE_RUNS") or "runs")
 
 
+# A run id names a folder under the runs directory: a plain name, never a path (no separators,
+# no leading dot, so neither "." nor ".." nor an absolute path can reach outside it).
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+LOCK_NAME = "run.lock"
+# every file a run writes in its folder: cleanup after a failed start removes only those of these
+# that this call created, never the folder's other contents
+RUN_FILES = ("settings.json", "ledger.db", "ledger.db-wal", "ledger.db-shm", "checkpoints.db",
+             "checkpoints.db-wal", "checkpoints.db-shm", "checkpoints.db-journal", "record.json",
+             "record.json.tmp", "record.prev.json", LOCK_NAME)
+
+
+def check_run_id(run_id: str) -> str:
+    """`run_id` if it is a safe folder name, else a ConfigError that says what is allowed."""
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise ConfigError(
+            f"run id {run_id!r} is not allowed: use 1 to 100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (a run id names a folder, never a path)"
+        )
+    return run_id
+
+
 def new_run_id(settings_like: dict[str, Any]) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return f"{settings_like.get('space', 'run')}-{settings_like.get('target', '')}-s{settings_like.get('seed', 0)}-{stamp}"
+    raw = f"{settings_like.get('space', 'run')}-{settings_like.get('target', '')}-s{settings_like.get('seed', 0)}-{stamp}"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", raw).lstrip("._-")[:100]
+    return check_run_id(slug or f"run-{stamp}")
 
 
 def _table(settings: RunSettings, space: SearchSpace) -> Table | None:
@@ -50,6 +80,32 @@ def _table(settings: RunSettings, space: SearchSpace) -> Table | None:
     if space.name in {"nb201", "tnb101"}:
         return load_table(space.name, settings.data)
     return None
+
+
+def preflight(settings: RunSettings, table: Table | None = None) -> tuple[SearchSpace, Table | None]:
+    """Check what a run needs before anything is created: the space, its table, the tasks, the budget.
+
+    A budget above the number of architectures that can be evaluated is capped to it (and said).
+    """
+    space = get_space(settings.space)
+    if table is None and (settings.executor == "tabular" or settings.source):
+        table = _table(settings, space)
+    if settings.source is not None:
+        if table is None:
+            raise DataError(f"--source {settings.source} needs a results table for {space.name}: pass --data or --table")
+        table.check_task(settings.source)
+    if settings.executor == "tabular":
+        if table is None:
+            raise DataError(f"space {space.name!r} has no table: pass --table FILE.csv or --executor train")
+        table.check_task(settings.target)
+    evaluable = evaluable_cells(settings, space, table)
+    if settings.budget > evaluable:
+        log.warning(
+            "--budget %s is more than the %d architectures that can be evaluated for %s: capped at %d",
+            settings.budget, evaluable, settings.target, evaluable,
+        )
+        settings.budget = evaluable
+    return space, table
 
 
 def make_executor(settings: RunSettings, space: SearchSpace, table: Table | None) -> Executor:
@@ -63,6 +119,13 @@ def make_executor(settings: RunSettings, space: SearchSpace, table: Table | None
     if table is None:
         raise DataError(f"space {space.name!r} has no table: pass --table FILE.csv or --executor train")
     return TabularExecutor(table, settings.target)
+
+
+def evaluable_cells(settings: RunSettings, space: SearchSpace, table: Table | None) -> int:
+    """How many distinct architectures the run could evaluate: the budget's upper bound."""
+    if settings.executor == "tabular" and table is not None and settings.target in table.valid:
+        return int(np.count_nonzero(~np.isnan(table.valid[settings.target])))
+    return space.size()
 
 
 def make_llm(settings: RunSettings, stack: ExitStack) -> Any:
@@ -103,13 +166,7 @@ def build_context(
     table: Table | None = None,
     use_llm_spec: bool = True,
 ) -> RunContext:
-    space = get_space(settings.space)
-    if table is None and (settings.executor == "tabular" or settings.source):
-        table = _table(settings, space)
-    if settings.source is not None:
-        if table is None:
-            raise DataError(f"--source {settings.source} needs a results table for {space.name}: pass --data or --table")
-        table.check_task(settings.source)
+    space, table = preflight(settings, table)
     executor = make_executor(settings, space, table)
     if llm is None and use_llm_spec:
         llm = make_llm(settings, stack)
@@ -130,8 +187,9 @@ def initial_state(settings: RunSettings) -> dict:
     return {"round": 0, "mode": "initial", "next_check": settings.warmup, "best_at_check": None}
 
 
-def build_record(ctx: RunContext, state: dict, *, data_fed: dict | None = None) -> dict:
+def build_record(ctx: RunContext, state: dict) -> dict:
     s = ctx.settings
+    ledger = ctx.evaluator.ledger
     evs = ctx.evaluator.history
     best = ctx.evaluator.best()
     totals: dict[str, float] = {}
@@ -150,20 +208,23 @@ def build_record(ctx: RunContext, state: dict, *, data_fed: dict | None = None) 
         "executor": s.executor,
         "strategy": s.strategy,
         "settings": s.to_json(),
-        "data_fed_to_analyst": data_fed or {
+        "data_fed_to_analyst": {
             "source_task": s.source,
-            "source_table": ctx.source.describe() if ctx.source is not None else None,
-            "source_cells": f"all cells of {s.source}, top {s.top_n} for statistics, top {s.show_n} as layer lists" if s.source else None,
-            "target_data": "only this run's own evaluations (adaptation rounds)",
+            "source": ctx.source.describe() if ctx.source is not None else None,
+            "source_cells": (
+                f"{ctx.source.n_known(s.source)} cells of {s.source} (validation only), top {s.top_n} "
+                f"for statistics, top {s.show_n} as layer lists"
+            ) if ctx.source is not None and s.source else None,
+            "target_data": f"only this run's own evaluations ({len(evs)} cells, through the executor)",
             "memory": [r["run_id"] for r in state.get("recalled", [])],
         },
         "evaluations": [e.to_dict() for e in evs],
         "used": len(evs),
         "best": {"arch": best.arch, "valid": best.valid, "test": best.test} if best else None,
-        "principles_history": state.get("principles_history", []),
+        "principles_history": ledger.journal(s.run_id, "principles"),
         "principles": state.get("principles", []),
-        "filters": state.get("filters", []),
-        "events": state.get("events", []),
+        "filters": ledger.journal(s.run_id, "filter"),
+        "events": ledger.journal(s.run_id, "event"),
         "tokens": {"per_node": state.get("tokens", {}), "total": totals},
         "recalled": state.get("recalled", []),
         "remembered": state.get("remembered", []),
@@ -211,6 +272,84 @@ def execute(
         return build_record(ctx, state)
 
 
+@contextmanager
+def run_lock(run_dir: Path, run_id: str) -> Iterator[None]:
+    """Hold the run's lock for the block; a second process is refused at once, with a clear message.
+
+    An OS file lock (flock): a process killed with -9 releases it, so no stale lock is left behind.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(run_dir / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunLocked(
+            f"run {run_id!r} is in use by another archlore process (it holds {run_dir / LOCK_NAME}); "
+            "wait for it to finish or stop it, then retry"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def load_settings(run_dir: Path) -> RunSettings:
+    path = run_dir / "settings.json"
+    try:
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        return RunSettings.from_json(raw)
+    except ArchloreError as exc:
+        raise ConfigError(f"{path} is damaged: {exc}") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"{path} is damaged or unreadable ({type(exc).__name__}: {str(exc)[:120]}); "
+            "restore it from record.json's 'settings' or start a new run"
+        ) from None
+
+
+def open_checkpoints(path: Path) -> sqlite3.Connection:
+    """The checkpoint database, checked to be SQLite before LangGraph touches it."""
+    conn = sqlite3.connect(path, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise DataError(
+            f"{path} is not a usable checkpoint database ({exc}); the run's evaluations are safe in "
+            f"{path.parent / 'ledger.db'}: move {path.name} aside and --resume to continue from them "
+            "(the adaptation rounds then restart)"
+        ) from None
+    return conn
+
+
+def write_record(run_dir: Path, record: dict) -> Path:
+    """Write record.json atomically; the previous one is kept as record.prev.json.
+
+    A record is never replaced by one with fewer evaluations: that can only come from a damaged
+    or replaced ledger, and the old record may be the only copy of those evaluations.
+    """
+    path = run_dir / "record.json"
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            old_used = len(old.get("evaluations", [])) if isinstance(old, dict) else 0
+        except (OSError, ValueError):
+            old_used = 0
+        if old_used > len(record["evaluations"]):
+            raise DataError(
+                f"{path} lists {old_used} evaluations but the run now has {len(record['evaluations'])}: "
+                "kept the old record unchanged; ledger.db was damaged or replaced"
+            )
+        os.replace(path, run_dir / "record.prev.json")
+    tmp = run_dir / "record.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
 def run_persistent(
     settings: RunSettings,
     *,
@@ -218,44 +357,96 @@ def run_persistent(
     resume: bool = False,
     on_event: Callable[[dict], None] | None = None,
 ) -> tuple[dict, Path]:
-    """A run with its settings, ledger, checkpoints and record under `root/<run_id>/`."""
+    """A run with its settings, ledger, checkpoints and record under `root/<run_id>/`.
+
+    Everything that can be checked is checked before the run's folder is made. If the run still
+    fails before its first evaluation, exactly the files this call created are removed (and the
+    folder, when this call made it and it is empty), so the same command works once the cause
+    is fixed; nothing else is ever deleted.
+    """
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    run_dir = runs_dir(root) / settings.run_id
+    check_run_id(settings.run_id)
+    root_dir = runs_dir(root)
+    run_dir = root_dir / settings.run_id
+    made_dir = False
     if resume:
-        cfg = run_dir / "settings.json"
-        if not cfg.exists():
-            raise ConfigError(f"no run {settings.run_id!r} under {run_dir.parent}: check the id or pass --runs-dir")
-        settings = RunSettings.from_json(json.loads(cfg.read_text()))
+        if not (run_dir / "settings.json").is_file():
+            raise ConfigError(f"no run {settings.run_id!r} under {root_dir}: check the id or pass --runs-dir")
     else:
         if (run_dir / "settings.json").exists():
-            raise ConfigError(f"run {settings.run_id!r} already exists in {run_dir.parent}; pass --resume {settings.run_id} to continue it")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        settings.created = settings.created or time.strftime("%Y-%m-%dT%H:%M:%S")
-        settings.save(run_dir / "settings.json")
-    ledger = Ledger(run_dir / "ledger.db")
-    conn = sqlite3.connect(run_dir / "checkpoints.db", check_same_thread=False)
-    memory = None
+            raise ConfigError(f"run {settings.run_id!r} already exists in {root_dir}; pass --resume {settings.run_id} to continue it")
+        preflight(settings)  # bad data, tasks or budget: fail before anything is created
+        try:
+            root_dir.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir()
+            made_dir = True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"cannot create the run folder {run_dir}: {exc.strerror or exc}; pass another --runs-dir") from None
+    before = {f for f in RUN_FILES if (run_dir / f).exists()}
+    started = False
     try:
-        memory = open_memory(settings)
-        record = execute(
-            settings, ledger=ledger, checkpointer=SqliteSaver(conn), memory=memory,
-            on_event=on_event, resume=resume,
-        )
+        with run_lock(run_dir, settings.run_id):
+            if resume:
+                settings = load_settings(run_dir)
+            elif (run_dir / "settings.json").exists():  # another process made it since the check
+                raise ConfigError(f"run {settings.run_id!r} already exists in {root_dir}; pass --resume {settings.run_id} to continue it")
+            else:
+                settings.created = settings.created or time.strftime("%Y-%m-%dT%H:%M:%S")
+                settings.save(run_dir / "settings.json")
+            with ExitStack() as stack:
+                ledger = Ledger(run_dir / "ledger.db")
+                stack.callback(ledger.close)
+                done = ledger.evaluations(settings.run_id)
+                started = bool(done)
+                if resume:
+                    _check_ledger_against_record(run_dir, len(done))
+                conn = open_checkpoints(run_dir / "checkpoints.db")
+                stack.callback(conn.close)
+                memory = open_memory(settings)
+                if memory is not None:
+                    stack.callback(memory.close)
+                record = execute(
+                    settings, ledger=ledger, checkpointer=SqliteSaver(conn), memory=memory,
+                    on_event=on_event, resume=resume,
+                )
+                started = True
+                write_record(run_dir, record)
     except ArchloreError:
-        if not resume and not ledger.evaluations(settings.run_id):
-            # a run that failed before evaluating anything (bad data path, no API key...) leaves
-            # nothing behind, so the same command works once the cause is fixed
-            conn.close()
-            ledger.close()
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if not resume and not started:
+            _remove_created(run_dir, before, made_dir)
         raise
-    finally:
-        if memory is not None:
-            memory.close()
-        conn.close()
-        ledger.close()
-    tmp = run_dir / "record.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(run_dir / "record.json")
     return record, run_dir
+
+
+def _check_ledger_against_record(run_dir: Path, in_ledger: int) -> None:
+    path = run_dir / "record.json"
+    try:
+        listed = len(json.loads(path.read_text()).get("evaluations", []))
+    except (OSError, ValueError, AttributeError):
+        return
+    if listed > in_ledger:
+        raise DataError(
+            f"the ledger of this run holds {in_ledger} evaluations but {path} lists {listed}: ledger.db "
+            "was damaged or replaced; nothing was changed (restore ledger.db, or read the record with "
+            "`archlore show`)"
+        )
+
+
+def _remove_created(run_dir: Path, before: set[str], made_dir: bool) -> None:
+    """Remove the run files this call created (never anything else), then the folder if it made it."""
+    for name in RUN_FILES:
+        if name not in before:
+            try:
+                (run_dir / name).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("could not remove %s: %s", run_dir / name, exc)
+    if made_dir:
+        try:
+            run_dir.rmdir()  # only if empty: a file someone else put there stays, and so does the folder
+        except OSError:
+            pass

@@ -17,6 +17,7 @@ from archlore.tools.errors import ConfigError
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.executors import TabularExecutor
 from archlore.tools.ledger import Ledger
+from archlore.tools.source_view import SourceView
 from archlore.tools.tables import load_nb201
 
 from .conftest import DATA, needs_data
@@ -35,7 +36,7 @@ def _ctx(llm=None, budget=20, **kw):
     t = load_nb201(str(DATA))
     s = RunSettings(run_id="t", target="cifar100", source="cifar10", budget=budget, memory="off", **kw)
     ev = Evaluator(TabularExecutor(t, "cifar100"), Ledger(None), "t", budget)
-    return RunContext(s, t.space, ev, t, "CIFAR-100", "CIFAR-10", llm=llm)
+    return RunContext(s, t.space, ev, SourceView(t, ["cifar10"], target="cifar100"), "CIFAR-100", "CIFAR-10", llm=llm)
 
 
 def test_settings_guard_leakage_and_schedules():

@@ -3,6 +3,12 @@
 `Ledger(None)` keeps it in memory; `Ledger("runs.db")` (or `sqlite:///runs.db`) persists it.
 All shared state of a search lives here, so a killed run resumes from it without evaluating
 a finished candidate again.
+
+Beside the evaluations, the ledger keeps a run's *journal*: what each node of a round decided
+(principles, filters, events). It lives here rather than in the graph's state so that a LangGraph
+checkpoint stays the same size however long the run is. A node writes its whole journal for a
+round in one transaction that replaces what an earlier, killed attempt of the same node wrote, so
+a node re-run after a kill never duplicates an entry.
 """
 
 from __future__ import annotations
@@ -31,6 +37,16 @@ CREATE TABLE IF NOT EXISTS evaluations (
     PRIMARY KEY (run_id, seq),
     UNIQUE (run_id, arch)
 );
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_run ON journal (run_id, round, node);
 """
 
 
@@ -106,6 +122,27 @@ class Ledger:
                 (run_id, seq, arch, valid, test, json.dumps(ev.cost), wall_time, proposed_by, round, ev.created),
             )
         return ev
+
+    def write_journal(self, run_id: str, round: int, node: str, entries: dict[str, list[dict]]) -> None:
+        """Replace what `node` recorded for `round` with `entries` (kind -> payloads, in order)."""
+        now = time.time()
+        rows = [
+            (run_id, round, node, kind, json.dumps(p, default=str), now)
+            for kind, payloads in entries.items() for p in payloads
+        ]
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM journal WHERE run_id = ? AND round = ? AND node = ?", (run_id, round, node))
+            self._db.executemany(
+                "INSERT INTO journal (run_id, round, node, kind, payload, created) VALUES (?,?,?,?,?,?)", rows
+            )
+
+    def journal(self, run_id: str, kind: str) -> list[dict]:
+        """The payloads of one kind the run's nodes recorded, in the order they were written."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT payload FROM journal WHERE run_id = ? AND kind = ? ORDER BY id", (run_id, kind)
+            ).fetchall()
+        return [json.loads(p) for (p,) in rows]
 
     def get(self, run_id: str, arch: str) -> Evaluation | None:
         with self._lock:

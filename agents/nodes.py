@@ -1,0 +1,184 @@
+"""The nodes of the agent graph: plain functions `(state, runtime) -> partial update`.
+
+What a node decides for the record (principles, filters, events) goes to the run's journal in the
+ledger, not into the state, so a checkpoint stays small however long the run is. Search is
+idempotent under resume: it evaluates until the evaluations used reach `next_check`, proposals are
+seeded by (seed, evaluations so far) and finished evaluations come from the ledger, so a node
+re-run after a kill continues exactly where the killed one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from langgraph.runtime import Runtime
+
+from archlore.memory.record import Outcome, Principle, TaskInfo
+from archlore.tools.spaces import SpaceFilter
+from archlore.tools.strategies import REA, GuidedREA, RandomSearch, run_search
+
+from . import analyst, planner
+from .context import RunContext
+from .state import State
+
+log = logging.getLogger(__name__)
+
+
+def _principles(raw: list[dict] | None) -> list[Principle]:
+    return [Principle(**p) for p in raw or []]
+
+
+def recall(state: State, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
+    if ctx.memory is None:
+        return {"recalled": []}
+    s = ctx.settings
+    ev = analyst.source_evidence(ctx)
+    evidence_text = analyst.render_evidence(ev.stats) if ev else ""
+    try:
+        found = ctx.memory.recall(
+            ctx.space.name, f"{s.target}: {ctx.target_description}", evidence_text,
+            k=10, exclude_tasks=[s.target],
+        )
+    except Exception as exc:  # noqa: BLE001 - a broken memory must not end a run
+        log.warning("memory recall failed: %s", exc)
+        ctx.journal(0, "recall", event=[{"event": "memory_error", "node": "recall", "round": 0, "error": str(exc)[:300]}])
+        return {"recalled": []}
+    recalled = [
+        {
+            "principle": r.principle.model_dump(),
+            "task": r.task.task,
+            "conflicts": bool(r.conflicts),
+            "run_id": r.run_ids[0] if r.run_ids else "",
+            "run_ids": list(r.run_ids),
+            "similarity": round(float(r.similarity), 4),
+            "score": round(float(r.score), 4),
+        }
+        for r in found
+    ]
+    ctx.emit(kind="recall", n=len(recalled))
+    return {"recalled": recalled}
+
+
+def analyze(state: State, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
+    ctx.extra["recalled"] = state.get("recalled", [])
+    mode = state.get("mode", "initial")
+    res = analyst.analyze(ctx, mode, _principles(state.get("principles")), _principles(state.get("original_principles")))
+    dumps = [p.model_dump() for p in res.principles]
+    rnd = state.get("round", 0)
+    ctx.journal(
+        rnd, "analyze",
+        principles=[{"round": rnd, "mode": mode, "by": res.by, "evidence": res.evidence_source,
+                     "principles": dumps, "rejected": res.rejected}],
+        event=[{**e, "round": rnd} for e in res.events],
+    )
+    update: dict = {"principles": dumps, "tokens": {"analyze": res.usage.to_dict()}}
+    if mode == "initial":
+        update["original_principles"] = dumps
+    ctx.emit(kind="principles", mode=mode, n=len(dumps), last=dumps[0]["text"] if dumps else "")
+    return update
+
+
+def plan(state: State, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
+    mode = state.get("mode", "initial")
+    ev = analyst.source_evidence(ctx) if mode == "initial" else analyst.run_evidence(ctx)
+    res = planner.plan(ctx, _principles(state.get("principles")), ev.stats if ev else None, ctx.evaluator.remaining)
+    flt = res.filter
+    rnd = state.get("round", 0)
+    ctx.journal(
+        rnd, "plan",
+        filter=[{"round": rnd, "how": res.how, "size": flt.size(), "widened": res.widened,
+                 "allowed": flt.names(ctx.space), "note": res.note}],
+        event=[{**e, "round": rnd} for e in res.events],
+    )
+    ctx.emit(kind="filter", size=flt.size(), how=res.how)
+    return {"filter": flt.to_json(), "tokens": {"plan": res.usage.to_dict()}}
+
+
+def make_proposer(ctx: RunContext, principles: list[Principle]):
+    s = ctx.settings
+    if s.strategy == "random":
+        return RandomSearch()
+    if s.strategy == "rea":
+        return REA(s.population, s.tournament)
+    weights = analyst.principle_weights(ctx.space, principles)
+    return GuidedREA(tuple(tuple(w) for w in weights), s.population, s.tournament)
+
+
+def search(state: State, runtime: Runtime[RunContext]) -> dict:
+    """The executor tool: evaluate inside the filter until the next check (or the budget)."""
+    ctx = runtime.context
+    ev = ctx.evaluator
+    rnd = state.get("round", 0)
+    principles = _principles(state.get("principles"))
+    flt = SpaceFilter(tuple(tuple(a) for a in state["filter"]))
+    target = min(ev.budget, state["next_check"])
+    ranking = planner.rank_options(ctx.space, principles, None)
+
+    def widen(f: SpaceFilter) -> SpaceFilter | None:
+        wider = planner.widen(f, ranking, f.size() + 1)
+        return wider if wider.size() > f.size() else None
+
+    proposer = make_proposer(ctx, principles)
+    out = run_search(
+        proposer, ev, flt, target - ev.used, seed=ctx.settings.seed, proposed_by=f"{proposer.name}/r{rnd}",
+        round=rnd, widen=widen,
+        on_eval=lambda e: ctx.emit(kind="eval", used=ev.used, budget=ev.budget, best=ev.best().valid, arch=e.arch),
+    )
+    update: dict = {}
+    events = []
+    if out.filter != flt:
+        update["filter"] = out.filter.to_json()
+        events.append({"event": "widened", "node": "search", "round": rnd, "from": flt.size(), "to": out.filter.size()})
+    ctx.journal(rnd, "search", event=events)
+    if out.stopped == "exhausted":
+        update["stopped"] = "exhausted"
+    return update
+
+
+def assess(state: State, runtime: Runtime[RunContext]) -> dict:
+    """LAPT's adaptation rule: improved -> update the principles; stalled -> branch from the originals."""
+    ctx = runtime.context
+    ev = ctx.evaluator
+    best = ev.best()
+    if ev.remaining <= 0 or state.get("stopped") == "exhausted" or best is None:
+        return {"done": True}
+    prev = state.get("best_at_check")
+    improved = prev is None or best.valid > prev
+    return {
+        "mode": "update" if improved else "branch",
+        "round": state.get("round", 0) + 1,
+        "next_check": ev.used + ctx.settings.check_every,
+        "best_at_check": best.valid,
+    }
+
+
+def route_after_assess(state: State) -> Literal["analyze", "remember"]:
+    return "remember" if state.get("done") else "analyze"
+
+
+def remember(state: State, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
+    if ctx.memory is None or not ctx.settings.remember or not ctx.evaluator.history:
+        return {"remembered": []}
+    s = ctx.settings
+    best = ctx.evaluator.best()
+    ev = analyst.run_evidence(ctx)
+    # what the run taught: the choices its best cells share (the adaptation rounds' principles
+    # describe contrasts inside ever narrower filters, which mislead a later task)
+    lesson = analyst.summary_principles(ctx.space, ev.cells, s.top_k, f"{s.target} (run {s.run_id})")
+    try:
+        ids = ctx.memory.remember(
+            lesson or _principles(state["principles"]),
+            TaskInfo(space=ctx.space.name, task=s.target, description=ctx.target_description),
+            Outcome(best_metric=best.valid if best else None, evaluations=ctx.evaluator.used),
+            s.run_id,
+        )
+    except Exception as exc:  # noqa: BLE001 - the evaluations are safe; report and go on
+        log.warning("memory write failed: %s", exc)
+        ctx.journal(state.get("round", 0), "remember", event=[{"event": "memory_error", "node": "remember", "round": state.get("round", 0), "error": str(exc)[:300]}])
+        return {"remembered": []}
+    return {"remembered": list(ids)}
