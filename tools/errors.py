@@ -17,6 +17,19 @@ class DataError(ArchloreError):
     """A data file is missing or malformed."""
 
 
+class UnknownCell(DataError):
+    """A table has no result for this architecture on this task (a partial table).
+
+    A strategy may catch it and propose another cell; `Table.known(task)` lists the cells that
+    have results.
+    """
+
+    def __init__(self, message: str, *, arch: str = "", task: str = "") -> None:
+        super().__init__(message)
+        self.arch = arch
+        self.task = task
+
+
 class BudgetExhausted(ArchloreError):
     """The evaluation budget of a run is spent."""
 

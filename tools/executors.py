@@ -7,7 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .errors import DataError
+import numpy as np
+
+from .errors import UnknownCell
 from .spaces import Arch, SearchSpace
 from .tables import Table
 
@@ -32,7 +34,11 @@ class Executor(Protocol):
 
 
 class TabularExecutor:
-    """Looks metrics up in a `Table` (simulated cost: params and FLOPs where the table has them)."""
+    """Looks metrics up in a `Table` (simulated cost: params and FLOPs where the table has them).
+
+    On a partial table, a cell without a result raises `UnknownCell` (a `DataError`), which a
+    strategy can catch to propose another cell; `table.known(task)` lists the cells it can.
+    """
 
     def __init__(self, table: Table, task: str) -> None:
         self.table = table
@@ -41,13 +47,20 @@ class TabularExecutor:
         self._valid = table.valid[task]
         self._test = table.test.get(task)
 
+    def known(self) -> np.ndarray:
+        """Indices (`space.index`) of the cells this executor can evaluate."""
+        return self.table.known(self.task)
+
     def evaluate(self, arch: Arch) -> Metrics:
         start = time.perf_counter()
         i = self.space.index(self.space.validate(arch))
         valid = float(self._valid[i])
         if math.isnan(valid):
-            raise DataError(
-                f"{self.space.to_string(arch)} has no {self.task} result in {self.table.source}"
+            key = self.space.to_string(arch)
+            raise UnknownCell(
+                f"{key} has no {self.task} result in {self.table.source} "
+                f"({self.table.n_known(self.task)} of {self.space.size()} cells have one)",
+                arch=key, task=self.task,
             )
         test = float(self._test[i]) if self._test is not None and not math.isnan(self._test[i]) else None
         cost = {k: float(v[i]) for k, v in self.table.cost.items() if not math.isnan(v[i])}

@@ -9,6 +9,7 @@ and mutation never leave it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,7 +34,17 @@ class Position:
     choices: tuple[str, ...]
 
     def id_of(self, choice: str | int) -> int:
-        if isinstance(choice, int) or (isinstance(choice, str) and choice.isdigit()):
+        """The id of a choice given by name, or by id (an int, or a digit string).
+
+        A name always wins: where a choice is itself named like a number (`depth: [2, 4, 8]`),
+        a digit string is read as a name only, so "4" is depth 4, never the id 4.
+        """
+        if isinstance(choice, str) and choice in self.choices:
+            return self.choices.index(choice)
+        by_id = isinstance(choice, (int, np.integer)) and not isinstance(choice, bool)
+        if isinstance(choice, str) and choice.isdigit() and choice.isascii():
+            by_id = not any(c.isdigit() for c in self.choices)
+        if by_id:
             idx = int(choice)
             if not 0 <= idx < len(self.choices):
                 raise SpaceError(
@@ -41,13 +52,10 @@ class Position:
                     f"use 0..{len(self.choices) - 1}"
                 )
             return idx
-        try:
-            return self.choices.index(choice)
-        except ValueError:
-            raise SpaceError(
-                f"unknown choice {choice!r} at position {self.name!r}: "
-                f"use one of {', '.join(self.choices)}"
-            ) from None
+        raise SpaceError(
+            f"unknown choice {choice!r} at position {self.name!r}: "
+            f"use one of {', '.join(self.choices)}"
+        )
 
 
 class SearchSpace:
@@ -142,15 +150,129 @@ class SearchSpace:
             ids.append(_DIGITS.index(ch))
         return self.validate(ids)
 
-    def parse(self, text: str) -> Arch:
-        """Accept the canonical string or a digit string."""
+    def from_names(self, text: str) -> Arch:
+        """Choice names joined with '-', one per position, e.g. `4-gelu` (names may hold '-')."""
         text = text.strip()
+        parses = self._name_parses(text)
+        if len(parses) == 1:
+            return parses[0]
+        if len(parses) > 1:
+            shown = " or ".join(json.dumps(self.describe(a)) for a in parses[:2])
+            raise SpaceError(
+                f"{text!r} splits into choice names in more than one way ({shown}): "
+                "write it as a JSON list of names instead"
+            )
+        parts = text.split("-")
+        if len(parts) != len(self.positions):
+            raise SpaceError(
+                f"{text!r} has {len(parts)} '-'-separated names; space {self.name!r} needs "
+                f"{len(self.positions)} (one per position: {', '.join(p.name for p in self.positions)})"
+            )
+        for p, part in zip(self.positions, parts):
+            if part not in p.choices:
+                raise SpaceError(
+                    f"unknown choice {part!r} at position {p.name!r} in {text!r}: use one of {', '.join(p.choices)}"
+                )
+        raise SpaceError(f"{text!r} is not one choice name per position joined with '-'")  # pragma: no cover
+
+    def _name_parses(self, text: str) -> list[Arch]:
+        """At most two ways to split `text` into one choice name per position (memoised)."""
+        n = len(self.positions)
+
+        @functools.lru_cache(maxsize=None)
+        def parses(at: int, j: int) -> tuple[Arch, ...]:
+            if j == n:
+                return ((),) if at == len(text) else ()
+            out: list[Arch] = []
+            for c, name in enumerate(self.positions[j].choices):
+                end = at + len(name)
+                if not text.startswith(name, at):
+                    continue
+                if j == n - 1:
+                    out += [(c,)] if end == len(text) else []
+                elif text.startswith("-", end):
+                    out += [(c, *rest) for rest in parses(end + 1, j + 1)]
+                if len(out) > 1:
+                    break
+            return tuple(out[:2])
+
+        return list(parses(0, 0))
+
+    def from_name_list(self, names: Sequence[object]) -> Arch:
+        """A list of choice names, one per position (numbers are read as names, e.g. 4 -> "4")."""
+        if len(names) != len(self.positions):
+            raise SpaceError(
+                f"the list {json.dumps(names, default=str)[:200]} has {len(names)} names; space "
+                f"{self.name!r} needs {len(self.positions)} (one per position)"
+            )
+        ids = []
+        for p, name in zip(self.positions, names):
+            if isinstance(name, (dict, list)) or name is None:
+                raise SpaceError(f"position {p.name!r} needs a choice name, got {json.dumps(name)[:80]}")
+            key = str(name).strip() if not isinstance(name, bool) else str(name).lower()
+            if key not in p.choices:
+                raise SpaceError(f"unknown choice {key!r} at position {p.name!r}: use one of {', '.join(p.choices)}")
+            ids.append(p.choices.index(key))
+        return tuple(ids)
+
+    def parse(self, text: str) -> Arch:
+        """An architecture from any of its text forms.
+
+        Accepted: the canonical string (`to_string`: the NB201 arch string, the TransNAS
+        `64-41414-a_bc_def` string, a user space's digit string); the digit string (one
+        character 0-9a-z per position, the choice id); the choice names joined with '-'
+        (`4-gelu`); a JSON list of choice names (`["4", "gelu"]`). A digit string that is
+        too short and all digits is reported as one that lost its leading zeros.
+        """
+        if not isinstance(text, str):
+            raise SpaceError(f"an architecture must be text, got {type(text).__name__}")
+        text = text.strip()
+        n = len(self.positions)
+        if not text:
+            raise SpaceError("the architecture is empty: give its digit string, canonical string or choice names")
+        if text.startswith("["):
+            try:
+                names = json.loads(text)
+            except (json.JSONDecodeError, RecursionError):
+                raise SpaceError(f"{text[:80]!r} starts like a JSON list but is not valid JSON") from None
+            if not isinstance(names, list):
+                raise SpaceError(f"{text[:80]!r} is not a JSON list of choice names")
+            return self.from_name_list(names)
         try:
-            return self.from_string(text)
-        except SpaceError:
-            if len(text) == len(self._radix):
-                return self.from_digits(text)
-            raise
+            arch = self.from_string(text)
+        except SpaceError as exc:
+            canonical_error = exc
+        else:
+            if n == 1 and text in self.positions[0].choices and self.from_names(text) != arch:
+                p = self.positions[0]
+                raise SpaceError(
+                    f"{text!r} is ambiguous at {p.name!r}: the id {text} is {p.choices[arch[0]]!r} but there "
+                    f'is also a choice named {text!r}; write ["{text}"] for the name'
+                )
+            return arch
+        digits = text[:-2] if text.endswith(".0") else text
+        if digits.isascii() and digits.isdigit() and len(digits) < n:
+            raise SpaceError(
+                f"{text!r} has {len(digits)} digits but space {self.name!r} needs {n}: it looks like a "
+                f"digit string that lost its leading zero(s) (a spreadsheet stored it as a number; it "
+                f"would be {digits.zfill(n)!r}); store the column as text"
+            )
+        for form in (self.from_digits, self.from_names):
+            try:
+                return form(text)
+            except SpaceError:
+                pass
+        if (n > 1 and len(text.split("-")) == n) or len(self._name_parses(text)) > 1:
+            self.from_names(text)  # raises the specific error: which name is unknown, or ambiguity
+        if (text.isascii() and text.isdigit()) or (len(text) == n and not set(text) & set("|~-[]")):
+            self.from_digits(text)  # raises the specific error: which digit is invalid
+        if type(self).from_string is not SearchSpace.from_string:
+            raise canonical_error
+        raise SpaceError(
+            f"{text[:80]!r} is not an architecture of space {self.name!r}: give the digit string "
+            f"(e.g. {self.to_digits((0,) * n)!r}), the choice names joined with '-' (e.g. "
+            f"{'-'.join(p.choices[0] for p in self.positions)[:80]!r}) or a JSON list of names"
+        )
 
     def describe(self, arch: Arch) -> dict[str, str]:
         return {p.name: p.choices[a] for p, a in zip(self.positions, arch)}
@@ -369,33 +491,186 @@ class TNB101Space(SearchSpace):
 
 # ---------------------------------------------------------------------------------------------
 # user-defined spaces
-def load_space_file(path: str | Path) -> SearchSpace:
-    """A user space from YAML or JSON: {name, description?, positions: [{name, choices: [...]}]}.
+MAX_NAME_LENGTH = 40  # principles name a position and a choice in at most 40 characters
+MAX_POSITIONS = 200
+MAX_CHOICES = len(_DIGITS)  # one digit 0-9a-z per position in the canonical string
 
-    `positions` may also be a mapping name -> choices.
-    """
+
+def _yaml_loader() -> type:
+    """A safe YAML loader that refuses a mapping repeating a key (PyYAML keeps the last one)."""
     import yaml
 
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[tuple[type, object], int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # `<<: *base` may be overridden on purpose
+                    key = self.construct_object(key_node, deep=True)
+                    line = key_node.start_mark.line + 1
+                    try:
+                        first = seen.get((type(key), key))
+                    except TypeError:
+                        continue  # an unhashable key: the base constructor says so
+                    if first is not None:
+                        raise _DuplicateKey(str(key), line, first)
+                    seen[(type(key), key)] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, line: int, first: int | None) -> None:
+        super().__init__(key, line, first)
+        self.key, self.line, self.first = key, line, first
+
+
+def _json_duplicate(text: str, key: str) -> tuple[int, int | None]:
+    """(line, first line) of the first JSON object that repeats `key`: a small scan of valid JSON."""
+    stack: list[dict[str, int] | None] = []  # None for an array
+    i, line, n = 0, 1, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line += 1
+        elif ch in "{[":
+            stack.append({} if ch == "{" else None)
+        elif ch in "}]":
+            stack.pop()
+        elif ch == '"':
+            j = i + 1
+            while text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            k = j + 1
+            while k < n and text[k] in " \t\r\n":
+                k += 1
+            obj = stack[-1] if stack else None
+            if k < n and text[k] == ":" and obj is not None:
+                name = json.loads(text[i : j + 1])
+                if name == key and name in obj:
+                    return line, obj[name]
+                obj.setdefault(name, line)
+            i = j
+        i += 1
+    return 1, None  # pragma: no cover - only called once json found the duplicate
+
+
+def _read_structured(path: Path) -> object:
+    """YAML or JSON (by suffix) from a file, refusing repeated keys; errors are one line."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"space file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"space file {path} cannot be read ({exc.strerror or exc}): pass a readable file") from None
+    try:
+        if path.suffix.lower() == ".json":
+            def no_repeats(pairs: list[tuple[str, object]]) -> dict:
+                out: dict = {}
+                for k, v in pairs:
+                    if k in out:
+                        raise _DuplicateKey(k, *_json_duplicate(text, k))
+                    out[k] = v
+                return out
+
+            return json.loads(text, object_pairs_hook=no_repeats)
+        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as dup:
+        first = f" (first at line {dup.first})" if dup.first else ""
+        raise ConfigError(
+            f"space file {path} repeats the key {dup.key!r} at line {dup.line}{first}: "
+            "keep one (a repeated key would silently replace the first)"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"space file {path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(str(x) for x in (exc.context, exc.problem) if x) or "syntax error"
+        raise ConfigError(f"space file {path} is not valid YAML: {what}{where}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"space file {path} is not valid YAML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    except (RecursionError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"space file {path} could not be read: {type(exc).__name__}: {str(exc)[:120]}") from None
+
+
+def _scalar_name(value: object, what: str, path: Path) -> str:
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        raise ConfigError(f"space file {path}: {what} must be a plain name, got {json.dumps(value, default=str)[:60]}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"space file {path}: {what} must be a plain name, got {value}")
+    name = str(value).strip()
+    if not name:
+        raise ConfigError(f"space file {path}: {what} is empty: give it a name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(
+            f"space file {path}: {what} {name[:50]!r}... is {len(name)} characters long: use at most "
+            f"{MAX_NAME_LENGTH} (principles name positions and choices in at most {MAX_NAME_LENGTH})"
+        )
+    if any(not ch.isprintable() for ch in name):
+        raise ConfigError(f"space file {path}: {what} {name!r} holds a control character: use printable text")
+    return name
+
+
+def load_space_file(path: str | Path) -> SearchSpace:
+    """A user space from YAML or JSON: `{name, description?, positions}`.
+
+    `positions` is a list of `{name: ..., choices: [...]}` or a mapping `name: [choices]`.
+    Names are plain text or numbers (read as text: `depth: [2, 4, 8]` has the choices "2",
+    "4", "8"), at most 40 characters, no repeats; at most 36 choices per position (the
+    canonical string has one digit 0-9a-z per position) and at most 200 positions. A key
+    repeated in a mapping is an error naming the key and its line, not a silent overwrite.
+    """
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"space file {path} does not exist: pass the path of a YAML or JSON file")
-    try:
-        text = path.read_text()
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"space file {path} is not valid YAML/JSON: {exc}".splitlines()[0]) from None
+    if path.is_dir():
+        raise ConfigError(f"space file {path} is a directory: pass the path of a YAML or JSON file")
+    raw = _read_structured(path)
     if not isinstance(raw, dict) or "positions" not in raw:
-        raise ConfigError(f"space file {path} needs a top-level 'positions' list")
+        raise ConfigError(f"space file {path} needs a top-level 'positions' list, e.g. positions: {{depth: [2, 4], act: [relu, gelu]}}")
+    unknown = sorted(str(k) for k in raw if k not in {"name", "description", "positions"})
+    if unknown:
+        raise ConfigError(f"space file {path} has unknown key(s) {', '.join(unknown)}: use name, description, positions")
     pos = raw["positions"]
     if isinstance(pos, dict):
         pos = [{"name": k, "choices": v} for k, v in pos.items()]
-    try:
-        positions = [Position(str(p["name"]), tuple(str(c) for c in p["choices"])) for p in pos]
-    except (KeyError, TypeError):
-        raise ConfigError(
-            f"space file {path}: each position needs 'name' and a list of 'choices'"
-        ) from None
-    return SearchSpace(str(raw.get("name", path.stem)), positions, str(raw.get("description", "")))
+    if not isinstance(pos, list) or not pos:
+        raise ConfigError(f"space file {path}: 'positions' must be a non-empty list or mapping of positions")
+    if len(pos) > MAX_POSITIONS:
+        raise ConfigError(f"space file {path} has {len(pos)} positions: at most {MAX_POSITIONS} are supported")
+    positions = []
+    for i, p in enumerate(pos):
+        if not isinstance(p, dict) or "name" not in p or "choices" not in p or set(p) - {"name", "choices"}:
+            raise ConfigError(f"space file {path}: position {i + 1} needs exactly 'name' and a list of 'choices'")
+        name = _scalar_name(p["name"], f"position {i + 1}'s name", path)
+        choices = p["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(
+                f"space file {path}: the choices of position {name!r} must be a non-empty list, "
+                f"e.g. [relu, gelu], got {json.dumps(choices, default=str)[:60]}"
+            )
+        if len(choices) > MAX_CHOICES:
+            raise ConfigError(f"space file {path}: position {name!r} has {len(choices)} choices; at most {MAX_CHOICES}")
+        names = tuple(_scalar_name(c, f"a choice of position {name!r}", path) for c in choices)
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        if repeated:
+            raise ConfigError(f"space file {path}: position {name!r} repeats the choice(s) {', '.join(repeated)}")
+        positions.append(Position(name, names))
+    repeated = sorted({p.name for p in positions if [q.name for q in positions].count(p.name) > 1})
+    if repeated:
+        raise ConfigError(f"space file {path} repeats the position name(s) {', '.join(repeated)}")
+    title = raw.get("name", path.stem)
+    description = raw.get("description", "")
+    if not isinstance(title, (str, int, float)) or isinstance(title, bool) or not str(title).strip():
+        raise ConfigError(f"space file {path}: 'name' must be a non-empty string")
+    if not isinstance(description, str):
+        raise ConfigError(f"space file {path}: 'description' must be a string")
+    return SearchSpace(str(title).strip(), positions, description)
 
 
 def get_space(name: str) -> SearchSpace:

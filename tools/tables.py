@@ -65,6 +65,20 @@ class Table:
             raise DataError(f"unknown task {task!r} for {self.source}: use one of {', '.join(self.valid)}")
         return task
 
+    def known(self, task: str) -> np.ndarray:
+        """Indices (`space.index(arch)`) of the cells with a validation result, ascending.
+
+        Built-in tables know every cell; a user table may be partial (not every combination has a
+        row), and evaluating an unknown cell raises `UnknownCell`.
+        """
+        return np.flatnonzero(~np.isnan(self.valid[self.check_task(task)]))
+
+    def n_known(self, task: str) -> int:
+        return int(np.count_nonzero(~np.isnan(self.valid[self.check_task(task)])))
+
+    def is_known(self, task: str, index: int) -> bool:
+        return not np.isnan(self.valid[self.check_task(task)][index])
+
     def ranked(self, task: str) -> np.ndarray:
         """Indices of known cells, best validation first."""
         v = self.valid[self.check_task(task)]
@@ -73,11 +87,14 @@ class Table:
 
     def threshold(self, task: str, top_k: int) -> float:
         """The k-th best validation value (e.g. k=16 is NB201's top-0.1%)."""
-        return float(self.valid[task][self.ranked(task)[top_k - 1]])
+        ranked = self.ranked(task)
+        if not 1 <= top_k <= len(ranked):
+            raise DataError(f"{self.source} has {len(ranked)} {task} results; the top {top_k} do not exist")
+        return float(self.valid[task][ranked[top_k - 1]])
 
     def percentile(self, task: str, value: float) -> float:
         """100 x the fraction of known cells with a validation value <= `value` (100 = best)."""
-        v = self.valid[task]
+        v = self.valid[self.check_task(task)]
         v = v[~np.isnan(v)]
         return 100.0 * float(np.mean(v <= value))
 
@@ -112,12 +129,39 @@ def _require(path: Path, what: str) -> Path:
 
 
 def _read_csv(path: Path, needed: list[str]) -> list[dict[str, str]]:
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in needed if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path} lacks the column(s) {', '.join(missing)}: check the file format")
-        return list(reader)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in needed if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{path} lacks the column(s) {', '.join(missing)}: check the file format")
+            return list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path} is not a readable UTF-8 CSV file ({exc}): check the file") from None
+
+
+def _number(text: str | None, where: str) -> float:
+    """A finite number from a table field; empty (or NaN/NA) means no result -> NaN."""
+    text = (text or "").strip()
+    if text.lower() in _MISSING:
+        return np.nan
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{where}: {text[:40]!r} is not a number (leave the field empty for no result)") from None
+    if not np.isfinite(value):
+        raise DataError(f"{where}: {text[:40]!r} is not a finite number")
+    return value
+
+
+_MISSING = {"", "nan", "na", "n/a", "none", "null"}
+
+
+def _row_index(space: SearchSpace, text: str | None, where: str) -> int:
+    try:
+        return space.index(space.from_string(text or ""))
+    except SpaceError as exc:
+        raise DataError(f"{where}: {exc}") from None
 
 
 def _nan_array(n: int) -> np.ndarray:
@@ -135,14 +179,14 @@ def load_nb201(data_dir: str | Path | None = None) -> Table:
     valid = {t: _nan_array(n) for t in NB201_TASKS}
     test = {t: _nan_array(n) for t in NB201_TASKS}
     cost = {"params_mb": _nan_array(n), "flops_m": _nan_array(n)}
-    for row in rows:
-        i = space.index(space.from_string(row["arch_str"]))
+    for line, row in enumerate(rows, start=2):
+        i = _row_index(space, row["arch_str"], f"{path} line {line}")
         for t, p in NB201_TASKS.items():
-            valid[t][i] = float(row[f"{p}_valid"])
-            test[t][i] = float(row[f"{p}_test"])
+            valid[t][i] = _number(row[f"{p}_valid"], f"{path} line {line}, {p}_valid")
+            test[t][i] = _number(row[f"{p}_test"], f"{path} line {line}, {p}_test")
         if row.get("params_mb_c10"):
-            cost["params_mb"][i] = float(row["params_mb_c10"])
-            cost["flops_m"][i] = float(row["flops_m_c10"])
+            cost["params_mb"][i] = _number(row["params_mb_c10"], f"{path} line {line}, params_mb_c10")
+            cost["flops_m"][i] = _number(row.get("flops_m_c10"), f"{path} line {line}, flops_m_c10")
     return Table(space, f"NAS-Bench-201 ({path})", valid, test, cost)
 
 
@@ -156,19 +200,48 @@ def load_lapt_json(data_dir: str | Path | None = None) -> Table:
     valid, test = {}, {}
     for task, stem in NB201_LAPT_FILES.items():
         path = _require(folder / f"nasbench201_{stem}.json", f"LAPT JSON for {task}")
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raw = _read_json(path)
+        if not isinstance(raw, dict) or not raw:
+            raise DataError(f"{path} must be a JSON object {{arch_str: {{val_acc_200, test_acc_200}}}}")
         v, te = _nan_array(n), _nan_array(n)
         for arch_str, rec in raw.items():
-            try:
-                i = space.index(space.from_string(arch_str))
-                v[i], te[i] = float(rec["val_acc_200"]), float(rec["test_acc_200"])
-            except (KeyError, TypeError):
-                raise DataError(f"{path}: entry {arch_str!r} lacks val_acc_200/test_acc_200") from None
+            where = f"{path}: entry {arch_str[:120]!r}"
+            i = _row_index(space, arch_str, where)
+            if not isinstance(rec, dict) or "val_acc_200" not in rec or "test_acc_200" not in rec:
+                raise DataError(f"{where} lacks val_acc_200/test_acc_200")
+            if not np.isnan(v[i]):
+                raise DataError(f"{where} repeats a cell already given (written differently): keep one")
+            v[i] = _json_number(rec["val_acc_200"], f"{where}, val_acc_200")
+            te[i] = _json_number(rec["test_acc_200"], f"{where}, test_acc_200")
         valid[task], test[task] = v, te
     return Table(space, f"LAPT JSON ({folder})", valid, test)
+
+
+def _read_json(path: Path) -> object:
+    def no_repeats(pairs: list[tuple[str, object]]) -> dict:
+        out: dict = {}
+        for k, v in pairs:
+            if k in out:
+                raise DataError(f"{path} repeats the key {k[:120]!r}: keep one")
+            out[k] = v
+        return out
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=no_repeats)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text: check the file") from None
+    except RecursionError:
+        raise DataError(f"{path} nests too deeply to be a LAPT JSON file") from None
+
+
+def _json_number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataError(f"{where}: {json.dumps(value, default=str)[:40]} is not a number")
+    if not np.isfinite(value):
+        raise DataError(f"{where}: {value} is not a finite number")
+    return float(value)
 
 
 @functools.lru_cache(maxsize=8)
@@ -181,11 +254,14 @@ def load_tnb101(data_dir: str | Path | None = None) -> Table:
     rows = _read_csv(path, ["arch_str", *TNB101_TASKS.values()])
     n = space.size()
     valid = {t: _nan_array(n) for t in TNB101_TASKS}
-    for row in rows:
-        i = space.index(space.from_string(row["arch_str"]))
+    for line, row in enumerate(rows, start=2):
+        i = _row_index(space, row["arch_str"], f"{path} line {line}")
         for t, col in TNB101_TASKS.items():
-            valid[t][i] = float(row[col])
+            valid[t][i] = _number(row[col], f"{path} line {line}, {col}")
     return Table(space, f"TransNAS-Bench-101 micro ({path})", valid)
+
+
+MAX_TABLE_CELLS = 20_000_000  # a dense table keeps one float per cell of the space and task
 
 
 def load_user_csv(
@@ -196,40 +272,104 @@ def load_user_csv(
     valid_columns: list[str] | None = None,
     test_suffix: str = "_test",
 ) -> Table:
-    """A user table: one encoding column (canonical or digit string) plus metric columns.
+    """A user table: an `arch` column plus metric columns, one row per evaluated architecture.
 
-    Every numeric column not ending in `test_suffix` is a task's validation metric; a column
-    `<task>_test` (when present) is that task's test metric.
+    The `arch` column may hold, row by row, any of these forms (`space.parse`):
+
+    - the digit string: one character 0-9a-z per position, the choice's id (`21` in a space
+      `{depth: [2, 4, 8], act: [relu, gelu]}`); this is a user space's canonical string;
+    - a built-in space's canonical string (NB201 `|nor_conv_3x3~0|+|none~0|none~1|+|...|`,
+      TransNAS `64-41414-3_13_221`);
+    - the choice names joined with '-' (`8-gelu`; names that hold '-' work when the split is
+      unique);
+    - a JSON list of choice names (`["8", "gelu"]`, in CSV quoted as `"[""8"", ""gelu""]"`).
+
+    A digit string that is too short and all digits (a spreadsheet stored `0312` as the number
+    312) is an error saying it lost its leading zeros. Every other column whose name does not end
+    in `test_suffix` is a task's validation metric, `<task>_test` (when present) that task's test
+    metric; a metric is a finite number, or empty (also NaN/NA) for no result. A table may be
+    partial (not every architecture has a row): `Table.known(task)` tells which cells are known.
+    The file must be UTF-8 CSV with a header and at least one row; an architecture may appear
+    once; blank lines and unnamed empty columns (trailing commas) are ignored.
     """
     path = Path(path)
     space = get_space(space) if isinstance(space, str) else space
     if not path.is_file():
-        raise DataError(f"results table {path} does not exist: pass the path of a CSV file")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = list(reader.fieldnames or [])
-        rows = list(reader)
-    if encoding_column not in header:
-        raise DataError(f"{path} lacks the encoding column {encoding_column!r}: name it with --encoding-column")
-    metric_cols = valid_columns or [c for c in header if c != encoding_column and not c.endswith(test_suffix)]
-    missing = [c for c in metric_cols if c not in header]
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise DataError(f"results table {path} {what}: pass the path of a CSV file")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            records = [(reader.line_num, row) for row in reader if any(f.strip() for f in row)]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}): save the table as UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise DataError(f"{path} is not a readable CSV file ({exc}): check the file") from None
+    if not records:
+        raise DataError(
+            f"{path} is empty: it needs a header line with an {encoding_column!r} column and metric "
+            "columns, then one row per evaluated architecture"
+        )
+    _, header = records[0]
+    header = [h.strip() for h in header]
+    rows = records[1:]
+    keep = [j for j, h in enumerate(header) if h or any(j < len(r) and r[j].strip() for _, r in rows)]
+    unnamed = [j + 1 for j in keep if not header[j]]
+    if unnamed:
+        raise DataError(f"{path}: column {unnamed[0]} has values but no name in the header: name it")
+    names = [header[j] for j in keep]
+    repeated = sorted({h for h in names if names.count(h) > 1})
+    if repeated:
+        raise DataError(f"{path} repeats the column(s) {', '.join(repeated)} in its header: keep one of each")
+    if encoding_column not in names:
+        raise DataError(
+            f"{path} has no {encoding_column!r} column (its columns: {', '.join(names)[:200]}): "
+            f"name the column that holds the architectures {encoding_column!r}"
+        )
+    metric_cols = valid_columns or [c for c in names if c != encoding_column and not c.endswith(test_suffix)]
+    missing = [c for c in metric_cols if c not in names]
     if missing or not metric_cols:
-        raise DataError(f"{path} lacks metric column(s) {', '.join(missing) or '(none found)'}")
+        raise DataError(
+            f"{path} lacks metric column(s) {', '.join(missing) or '(none found)'}: add a column per "
+            f"task holding its validation metric (and optionally <task>{test_suffix})"
+        )
+    if not rows:
+        raise DataError(f"{path} has a header but no rows: add one row per evaluated architecture")
     n = space.size()
+    test_cols = [c for c in metric_cols if f"{c}{test_suffix}" in names]
+    if n * (len(metric_cols) + len(test_cols)) > MAX_TABLE_CELLS:
+        raise DataError(
+            f"space {space.name!r} has {n} architectures: too many for a table of results "
+            f"(at most {MAX_TABLE_CELLS} cells x tasks); use --executor train or a smaller space"
+        )
+    col = {h: keep[k] for k, h in enumerate(names)}
     valid = {c: _nan_array(n) for c in metric_cols}
-    test = {c: _nan_array(n) for c in metric_cols if f"{c}{test_suffix}" in header}
-    for lineno, row in enumerate(rows, start=2):
+    test = {c: _nan_array(n) for c in test_cols}
+    first_line: dict[int, int] = {}
+    width = max(keep) + 1  # trailing unnamed empty columns may be missing from a row
+    for lineno, row in rows:
+        if len(row) < width or any(f.strip() for f in row[len(header):]):
+            raise DataError(
+                f"{path} line {lineno} has {len(row)} fields but the header has {width}: "
+                "check for a missing or extra comma (quote fields that contain commas)"
+            )
         try:
-            i = space.index(space.parse(row[encoding_column]))
-            for c in metric_cols:
-                valid[c][i] = float(row[c]) if row[c] != "" else np.nan
-            for c in test:
-                val = row[f"{c}{test_suffix}"]
-                test[c][i] = float(val) if val != "" else np.nan
+            i = space.index(space.parse(row[col[encoding_column]]))
         except SpaceError as exc:
             raise DataError(f"{path} line {lineno}: {exc}") from None
-        except ValueError:
-            raise DataError(f"{path} line {lineno}: a metric is not a number") from None
+        if i in first_line:
+            raise DataError(
+                f"{path} line {lineno} repeats the architecture of line {first_line[i]} "
+                f"({space.to_string(space.from_index(i))}): keep one row per architecture"
+            )
+        first_line[i] = lineno
+        for c in metric_cols:
+            valid[c][i] = _number(row[col[c]], f"{path} line {lineno}, column {c!r}")
+        for c in test_cols:
+            test[c][i] = _number(row[col[f"{c}{test_suffix}"]], f"{path} line {lineno}, column {c + test_suffix!r}")
+    empty = [c for c in metric_cols if np.isnan(valid[c]).all()]
+    if empty:
+        raise DataError(f"{path}: column(s) {', '.join(empty)} hold no numbers: fill them or remove them")
     return Table(space, f"user table ({path})", valid, test)
 
 
