@@ -1,7 +1,7 @@
 """How much the cell matters to `TrainingExecutor` on digits: train random cells and a few
 fixed ones (all avg_pool_3x3, all none, all nor_conv_3x3) and report the spread of accuracies.
 
-    python -m archlore.benchmarks.digits_spread --cells 20 --seed 0 --out spread.json
+    archlore experiment digits-spread --cells 20 --seed 0 --out spread.json
 
 `--seed` picks the random cells and seeds the training of every cell (common random numbers,
 so differences between rows come from the cells); `--train-seed` retrains the same cells from
@@ -11,10 +11,10 @@ summary; writes the rows, the settings and the summary as JSON when `--out` is g
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,9 @@ def random_cells(space: SearchSpace, n: int, seed: int, exclude: set[Arch]) -> l
     return cells
 
 
-def measure(executor: TrainingExecutor, cells: list[tuple[str, Arch]], progress: bool = True) -> list[dict]:
+def measure(
+    executor: TrainingExecutor, cells: list[tuple[str, Arch]], progress: Callable[[str], None] | None = None,
+) -> list[dict]:
     rows = []
     for i, (kind, arch) in enumerate(cells, 1):
         m = executor.evaluate(arch)
@@ -60,7 +62,7 @@ def measure(executor: TrainingExecutor, cells: list[tuple[str, Arch]], progress:
         }
         rows.append(row)
         if progress:
-            print(f"[{i}/{len(cells)}] {row['arch']} valid {m.valid:.2f} ({m.wall_time:.1f}s)", flush=True)
+            progress(f"[{i}/{len(cells)}] {row['arch']} valid {m.valid:.2f} ({m.wall_time:.1f}s)")
     return rows
 
 
@@ -124,54 +126,38 @@ def markdown(rows: list[dict], summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cells", type=int, default=20, help="random cells to train (besides the fixed ones)")
-    ap.add_argument("--seed", type=int, default=0, help="picks the random cells and seeds training")
-    ap.add_argument("--train-seed", type=int, default=None, help="seed training apart from --seed")
-    ap.add_argument("--space", default="nb201", help="nb201 or tnb101")
-    ap.add_argument("--task", default="digits")
-    ap.add_argument("--epochs", type=int, default=None, help="override the executor's default")
-    ap.add_argument("--channels", type=int, default=None, help="override the executor's default")
-    ap.add_argument(
-        "--threads", type=int, default=1,
-        help="torch threads (default 1: fastest for these tiny nets; 0 for torch's default)",
-    )
-    ap.add_argument("--out", type=Path, default=None, help="write rows and summary as JSON here")
-    args = ap.parse_args(argv)
+def run(
+    *, cells: int = 20, seed: int = 0, train_seed: int | None = None, space: str = "nb201", task: str = "digits",
+    epochs: int | None = None, channels: int | None = None, threads: int | None = 1,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Train `cells` random cells plus the fixed ones; the rows, the settings and a summary.
 
-    space = get_space(args.space)
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("channels", args.channels)) if v is not None}
-    train_seed = args.seed if args.train_seed is None else args.train_seed
-    threads = args.threads or None
-    executor = TrainingExecutor(space, args.task, seed=train_seed, threads=threads, **overrides)
-    fixed = fixed_cells(space)
-    cells = list(fixed.items()) + [
-        ("random", a) for a in random_cells(space, args.cells, args.seed, set(fixed.values()))
-    ]
+    `seed` picks the random cells and seeds training (unless `train_seed` is given); `threads`
+    sets torch's threads (1 is fastest for these tiny nets; None for torch's default).
+    """
+    sp = get_space(space)
+    overrides = {k: v for k, v in (("epochs", epochs), ("channels", channels)) if v is not None}
+    train_seed = seed if train_seed is None else train_seed
+    executor = TrainingExecutor(sp, task, seed=train_seed, threads=threads, **overrides)
+    fixed = fixed_cells(sp)
+    todo = list(fixed.items()) + [("random", a) for a in random_cells(sp, cells, seed, set(fixed.values()))]
     start = time.perf_counter()
-    rows = measure(executor, cells)
-    summary = summarise(rows)
-    result = {
+    rows = measure(executor, todo, progress)
+    return {
         "settings": {
-            "space": space.name, "task": executor.task, "seed": args.seed,
-            "train_seed": train_seed, "cells": args.cells,
+            "space": sp.name, "task": executor.task, "seed": seed,
+            "train_seed": train_seed, "cells": cells,
             "epochs": executor.epochs, "channels": executor.channels,
             "cells_per_stage": executor.cells_per_stage, "batch_size": executor.batch_size,
             "lr": executor.lr, "threads": threads, "device": str(executor.device),
         },
         "rows": rows,
-        "summary": summary,
+        "summary": summarise(rows),
         "elapsed_seconds": time.perf_counter() - start,
     }
-    print()
-    print(markdown(rows, summary))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
-        print(f"\nwrote {args.out}")
-    return result
 
 
-if __name__ == "__main__":
-    main()
+def write(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))

@@ -1,11 +1,15 @@
 """The benchmark harness: a registry of strategies and `run_bench`, which runs a protocol.
 
-A strategy is a function `StrategyRequest -> list[Evaluation]` (the run's evaluations in order).
-The built-ins `random`, `rea` and `freq-prior` run through tools (TabularExecutor, an in-memory
-Ledger, Evaluator, run_search). Others register themselves: asking for an unregistered name
-imports `archlore.benchmarks.strategies_<name>` (dashes as underscores), which is expected to call
-`register_strategy` on import; that is how the agents add `agent` without this module knowing
-them.
+A strategy is a function of a `StrategyRequest`. It never gets the benchmark table: it gets the
+source task's `SourceView` (copies of its validation values) and the target's executor, which is
+the only path to target metrics and answers only for the cells it evaluates (`access`). The
+harness logs those cells and scores them itself (thresholds, percentiles, regret: `protocols`), so
+what a strategy returns is not used. Strategies that need a table to build their own executor (the
+agents' runner) get `request.sealed_table()`: the source's validation copy and the metered target.
+
+The baselines (`baselines`) register themselves here; other strategies register on import:
+asking for an unregistered name imports `archlore.benchmarks.strategies_<name>` (dashes as
+underscores), which is expected to call `register_strategy`; that is how the agents add `agent`.
 """
 
 from __future__ import annotations
@@ -21,28 +25,31 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from archlore.tools.errors import ArchloreError, ConfigError
 from archlore.tools.evaluator import Evaluator
-from archlore.tools.evidence import all_cells, frequency_filter
-from archlore.tools.executors import TabularExecutor
-from archlore.tools.ledger import Evaluation, Ledger
-from archlore.tools.spaces import SpaceFilter
-from archlore.tools.strategies import REA, Proposer, RandomSearch, run_search, widen_to_full
+from archlore.tools.executors import Executor
+from archlore.tools.ledger import Ledger
+from archlore.tools.source_view import SourceView
+from archlore.tools.spaces import SearchSpace
 from archlore.tools.tables import Table, load_table
 
 from . import protocols as P
+from .access import TargetAccess, missing_masks
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class StrategyRequest:
-    """Everything one run of a strategy gets: the table, the task pair, the seed and settings."""
+    """What one run of a strategy gets: the source's view, the target's executor, seed, settings."""
 
-    table: Table
-    space_name: str
-    target: str
+    space: SearchSpace
+    space_name: str  # what archlore.tools.spaces.get_space accepts: a built-in name or a space file
+    target: str  # the target's name only; its metrics come through `executor()`
     source: str | None
+    view: SourceView | None  # the source's validation values (copies); None without a source
     seed: int
     budget: int
     population: int
@@ -50,34 +57,63 @@ class StrategyRequest:
     k: int
     top_n: int
     options: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"llm": "none"}
+    access: TargetAccess | None = field(default=None, repr=False, compare=False)
 
     @property
     def run_id(self) -> str:
         return f"{self.target}<-{self.source or '-'}/seed{self.seed}"
 
+    def _access(self) -> TargetAccess:
+        if self.access is None:
+            raise ConfigError("this request has no target access: build requests with make_request")
+        return self.access
 
-StrategyFn = Callable[[StrategyRequest], list[Evaluation]]
+    def executor(self) -> Executor:
+        """The target's executor: each new cell it evaluates is logged and charged to the budget."""
+        return self._access().executor()
 
-# name -> (function, needs_source)
-STRATEGIES: dict[str, tuple[StrategyFn, bool]] = {}
+    def evaluator(self, ledger: Ledger) -> Evaluator:
+        return Evaluator(self.executor(), ledger, self.run_id, self.budget)
+
+    def sealed_table(self) -> Table:
+        """For code that builds its own executor from a table (the agents' runner): the source's
+        validation copy and the metered target column, nothing else."""
+        return self._access().sealed_table()
+
+
+StrategyFn = Callable[[StrategyRequest], object]
+Preflight = Callable[[str, Sequence[tuple[str, str | None]], Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    fn: StrategyFn
+    needs_source: bool
+    baseline: bool = False  # a baseline the others are compared with
+    preflight: Preflight | None = None  # (space name, [(target, source)], options): checks before any run
+
+
+STRATEGIES: dict[str, StrategyInfo] = {}
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
-def register_strategy(name: str, fn: StrategyFn, *, needs_source: bool) -> None:
+def register_strategy(
+    name: str, fn: StrategyFn, *, needs_source: bool, baseline: bool = False, preflight: Preflight | None = None,
+) -> None:
     """Add (or replace) a strategy under `name`."""
     if not _NAME.match(name):
         raise ConfigError(f"strategy name {name!r} is invalid: use lower-case letters, digits, '-' or '_'")
     if name in STRATEGIES:
         log.debug("strategy %s replaced", name)
-    STRATEGIES[name] = (fn, needs_source)
+    STRATEGIES[name] = StrategyInfo(fn, needs_source, baseline, preflight)
 
 
 def plugin_module(name: str) -> str:
     return f"{__package__}.strategies_{name.replace('-', '_')}"
 
 
-def get_strategy(name: str) -> tuple[StrategyFn, bool]:
+def get_strategy(name: str) -> StrategyInfo:
     """A registered strategy, importing its plugin module first when it is not registered yet."""
     if name in STRATEGIES:
         return STRATEGIES[name]
@@ -100,82 +136,48 @@ def get_strategy(name: str) -> tuple[StrategyFn, bool]:
     return STRATEGIES[name]
 
 
-def run_strategy(name: str, request: StrategyRequest) -> list[Evaluation]:
-    """Run one strategy once, checking the contract (a source when needed, the budget kept)."""
-    fn, needs_source = get_strategy(name)
-    if needs_source and request.source is None:
-        raise ConfigError(f"strategy {name!r} needs a source task: pass --sources")
-    evals = list(fn(request))
-    if not evals:
-        raise ArchloreError(f"strategy {name!r} returned no evaluations for {request.run_id}: it must evaluate at least one cell")
-    if len(evals) > request.budget:
-        raise ArchloreError(
-            f"strategy {name!r} returned {len(evals)} evaluations for a budget of {request.budget}: "
-            "it must stop at the budget"
-        )
-    return evals
+def make_request(
+    table: Table, proto: P.Protocol, target: str, source: str | None, seed: int, *,
+    options: Mapping[str, Any] = MappingProxyType({}), view: SourceView | None = None,
+    source_valid: np.ndarray | None = None, space_name: str | None = None,
+    missing: dict[str, np.ndarray] | None = None,
+) -> StrategyRequest:
+    """A request with a fresh metered access to the target (pass `view`/`source_valid` to share
+    the source's read-only copies between seeds)."""
+    if source is not None:
+        if view is None:
+            view = SourceView(table, [source], target=target)
+        if source_valid is None:
+            source_valid = _readonly_copy(table, source)
+    access = TargetAccess(table, target, proto.budget, source=source, source_valid=source_valid, missing=missing)
+    return StrategyRequest(
+        table.space, space_name or proto.space, target, source, view, seed, proto.budget, proto.population,
+        proto.tournament, proto.k, proto.top_n, MappingProxyType(dict(options)), access,
+    )
 
 
-# ---------------------------------------------------------------------------------------------
-# built-in strategies
-def _search(req: StrategyRequest, proposer: Proposer, flt: SpaceFilter | None = None, widen=None) -> list[Evaluation]:
-    ledger = Ledger(None)
-    try:
-        evaluator = Evaluator(TabularExecutor(req.table, req.target), ledger, req.run_id, req.budget)
-        run_search(proposer, evaluator, flt, req.budget, seed=req.seed, widen=widen)
-        return evaluator.history
-    finally:
-        ledger.close()
+def _readonly_copy(table: Table, task: str) -> np.ndarray:
+    v = np.array(table.valid[task], dtype=np.float64, copy=True)
+    v.setflags(write=False)
+    return v
 
 
-def random_strategy(req: StrategyRequest) -> list[Evaluation]:
-    """Uniform random search over the full space, no repeats."""
-    return _search(req, RandomSearch())
-
-
-def rea_strategy(req: StrategyRequest) -> list[Evaluation]:
-    """Regularized evolution over the full space."""
-    return _search(req, REA(req.population, req.tournament))
-
-
-_PRIORS: dict[tuple, tuple[object, SpaceFilter]] = {}
-
-
-def prior_filter(table: Table, source: str, *, k: int, top_n: int) -> SpaceFilter:
-    """The frequency prior of a source task: per edge, the k most frequent choices of its top-N cells."""
-    table.check_task(source)
-    values = table.valid[source]
-    key = (id(values), source, k, top_n)
-    hit = _PRIORS.get(key)
-    if hit is None or hit[0] is not values:
-        hit = (values, frequency_filter(table.space, all_cells(table, source), k=k, top_n=top_n))
-        _PRIORS[key] = hit  # holding the array keeps its id from being reused
-    return hit[1]
-
-
-def freq_prior_strategy(req: StrategyRequest) -> list[Evaluation]:
-    """REA inside the source's frequency prior; if the prior is used up, it goes on in the full space."""
-    if req.source is None:
-        raise ConfigError("freq-prior needs a source task: pass --sources")
-    if req.source == req.target:
-        raise ConfigError(
-            f"freq-prior source and target are both {req.target!r}: a prior from the target's own "
-            "table would leak its answers; pass a different --sources"
-        )
-    flt = prior_filter(req.table, req.source, k=req.k, top_n=req.top_n)
-    return _search(req, REA(req.population, req.tournament), flt, widen_to_full(req.table.space))
-
-
-register_strategy("random", random_strategy, needs_source=False)
-register_strategy("rea", rea_strategy, needs_source=False)
-register_strategy("freq-prior", freq_prior_strategy, needs_source=True)
+def run_strategy(name: str, request: StrategyRequest) -> list[int]:
+    """Run one strategy once; returns the indices of the cells it evaluated, in order."""
+    info = get_strategy(name)
+    if info.needs_source and request.source is None:
+        raise ConfigError(f"strategy {name!r} needs a source task: pass --source")
+    info.fn(request)
+    cells = request._access().evaluated
+    if not cells:
+        raise ArchloreError(f"strategy {name!r} evaluated no cell for {request.run_id}: it must evaluate at least one")
+    return cells
 
 
 # ---------------------------------------------------------------------------------------------
 # running a protocol
 _RESERVED = {
-    "strategy", "space", "target", "source", "seeds", "wall_s", "threshold", "budgets",
-    "mean_evals_to_top", "p_hit", "test_at_stop", "test_at_budget", "mean_percentile", "p_top1",
+    "strategy", "space", "target", "source", "seeds", "wall_s", "baseline", "per_seed", "options",
 }
 
 
@@ -192,115 +194,135 @@ def _check_tasks(kind: str, names: Sequence[str], table: Table, space: str) -> l
 
 
 def plan_rows(
-    proto: P.BenchProtocol, strategies: Sequence[str], table: Table,
+    proto: P.Protocol, strategies: Sequence[str], table: Table,
     targets: Sequence[str] | None, sources: Sequence[str] | None,
 ) -> list[tuple[str, str, str | None]]:
     """The (strategy, target, source) rows to run, in order."""
+    if targets is None and not proto.targets:
+        raise ConfigError(f"protocol {proto.name} has no default targets: pass --target (one of {', '.join(table.tasks)})")
     tgts = _check_tasks("target", targets if targets is not None else proto.targets, table, proto.space)
     srcs = _check_tasks("source", sources, table, proto.space) if sources is not None else None
     rows: list[tuple[str, str, str | None]] = []
     for name in strategies:
-        _, needs_source = get_strategy(name)
-        if not needs_source:
+        if not get_strategy(name).needs_source:
             rows.extend((name, t, None) for t in tgts)
             continue
         pairs = [(t, s) for t in tgts for s in (srcs if srcs is not None else proto.default_sources(t, table.tasks)) if s != t]
         if not pairs:
             raise ConfigError(
                 f"strategy {name!r} needs a source other than its target, but every source given is a "
-                f"target ({', '.join(tgts)}): pass other --sources or --targets"
+                f"target ({', '.join(tgts)}): pass other --source or --target"
             )
         rows.extend((name, t, s) for t, s in pairs)
     return rows
 
 
-def _out_paths(out: Path, proto: P.BenchProtocol) -> Path:
+def _out_path(out: Path, proto: P.Protocol) -> Path:
     out = Path(out)
     if out.suffix == ".json":
         return out
-    stem = proto.name if proto.name != P.CURVES else f"curves-{proto.space}"
+    stem = proto.name if proto.name != P.CURVES else f"curves-{Path(proto.space).stem}"
     return out / f"{stem}.json"
 
 
+def _json_value(v: Any) -> Any:
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if v is None:
+        return None
+    return round(float(v), 6)
+
+
 def run_bench(
-    protocol: str,
+    protocol: str | P.Protocol,
     strategies: list[str],
     *,
     targets: list[str] | None,
     sources: list[str] | None,
     seeds: int,
     out: Path,
-    data: str | Path | None,
+    data: str | Path | None = None,
+    table: Table | None = None,
     options: Mapping[str, Any] = {},
     space: str | None = None,
     budgets: list[int] | None = None,
+    budget: int | None = None,
+    split: str = "dev",
+    seed_start: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Run a protocol for each strategy, seeds 0..seeds-1, and write FILE.json, FILE.md, FILE.png.
+    """Run a protocol for each strategy over `seeds` seeds of a split; write FILE.json, .md, .png.
 
-    `out` is the JSON path (FILE.json) or a folder (then FILE is the protocol's name, or
-    curves-<space>). Returns the written payload plus `files`.
+    `table` replaces the built-in table of the protocol's space (a user space's CSV, or a test's
+    table); `space` names the space for `curves` and `custom` (a built-in name or a space file).
+    `out` is the JSON path or a folder (then FILE is the protocol's name, or curves-<space>).
+    Returns the written payload plus `files`.
     """
-    proto = P.get_protocol(protocol, space=space, budgets=budgets)
+    proto = protocol if isinstance(protocol, P.Protocol) else P.get_protocol(protocol, space=space, budgets=budgets, budget=budget)
+    seed_info = P.seed_range(seeds, split=split, start=seed_start)
     if not strategies:
         raise ConfigError(f"no strategies given: name at least one of {', '.join(STRATEGIES)}")
-    if seeds < 1:
-        raise ConfigError(f"seeds must be at least 1, got {seeds}")
     names = list(dict.fromkeys(strategies))
-    for name in names:
-        get_strategy(name)
+    infos = {name: get_strategy(name) for name in names}
     opts = dict(options)
-    clash = sorted(set(opts) & _RESERVED)
+    clash = sorted(set(opts) & (_RESERVED | {m.key for m in proto.metrics}))
     if clash:
         raise ConfigError(f"option(s) {', '.join(clash)} would overwrite row fields: rename them")
-    table = load_table(proto.space, data)
+    if table is None:
+        table = load_table(proto.space, data)
     plan = plan_rows(proto, names, table, targets, sources)
-    json_path = _out_paths(out, proto)
+    for name, info in infos.items():
+        if info.preflight is not None:
+            info.preflight(proto.space, [(t, s) for n, t, s in plan if n == name], MappingProxyType(opts))
+    json_path = _out_path(out, proto)
     json_path.parent.mkdir(parents=True, exist_ok=True)
 
     row_extra = {k: v for k, v in opts.items() if v is None or isinstance(v, (str, int, float, bool))}
-    frozen_opts = MappingProxyType(opts)
     plan_targets = list(dict.fromkeys(t for _, t, _ in plan))
-    thresholds = {t: table.threshold(t, proto.top_k) for t in plan_targets} if proto.name == "lapt-nb201" else {}
-    scales = {t: P.CurveScale.of(table, t) for t in plan_targets} if proto.name == P.CURVES else {}
+    facts, missing = {}, {}
+    for t in plan_targets:  # the harness reads whole target columns; strategies never do
+        facts[t] = proto.facts(table, t)
+        if facts[t].n < table.space.size():
+            raise ConfigError(
+                f"target {t!r} has results for {facts[t].n} of the space's {table.space.size()} cells: a "
+                "benchmark needs every cell of the target (fill the table or shrink the space)"
+            )
+        missing[t] = missing_masks(table, t)
+    views: dict[tuple[str, str], tuple[SourceView, np.ndarray]] = {}
 
     started = time.perf_counter()
     rows = []
     for i, (name, target, source) in enumerate(plan, start=1):
         t0 = last = time.perf_counter()
-        scores = []
-        for seed in range(seeds):
+        per_seed: dict[str, list] = {m.key: [] for m in proto.metrics}
+        if source is not None and (target, source) not in views:
+            views[(target, source)] = (SourceView(table, [source], target=target), _readonly_copy(table, source))
+        view, source_valid = views.get((target, source), (None, None)) if source is not None else (None, None)
+        for j, seed in enumerate(seed_info.values):
             if progress and time.perf_counter() - last > 10.0:  # slow strategies (agents) show life
                 last = time.perf_counter()
-                progress(f"[{i}/{len(plan)}] {proto.name} {name} {target} <- {source or '-'}: seed {seed}/{seeds}")
-            req = StrategyRequest(
-                table, proto.space, target, source, seed, proto.budget, proto.population,
-                proto.tournament, proto.k, proto.top_n, frozen_opts,
-            )
-            evals = run_strategy(name, req)
-            if proto.name == "lapt-nb201":
-                scores.append(P.score_top_hit(evals, thresholds[target], proto.budget))
-            elif proto.name == "lapt-tnb101":
-                scores.append(P.score_percentile(evals, table, target))
-            else:
-                scores.append(P.score_curve(evals, table, target, proto.budgets, scales[target]))
-        row: dict[str, Any] = {"strategy": name, "space": proto.space, "target": target, "source": source, "seeds": seeds}
+                progress(f"[{i}/{len(plan)}] {proto.name} {name} {target} <- {source or '-'}: seed {j}/{seed_info.count}")
+            req = make_request(table, proto, target, source, seed, options=opts, view=view,
+                               source_valid=source_valid, missing=missing[target])
+            cells = run_strategy(name, req)
+            for key, v in proto.score(P.Trace.from_table(table, target, cells), facts[target]).items():
+                per_seed[key].append(_json_value(v))
+        row: dict[str, Any] = {
+            "strategy": name, "space": proto.space, "target": target, "source": source, "seeds": seed_info.count,
+            "baseline": infos[name].baseline,
+        }
         row.update(row_extra)
-        if proto.name == "lapt-nb201":
-            row["threshold"] = round(thresholds[target], 4)
-            row.update(P.aggregate_top_hit(scores))
-        elif proto.name == "lapt-tnb101":
-            row.update(P.aggregate_percentile(scores, proto.top_percentile))
-        else:
-            row.update(P.aggregate_curves(scores, proto.budgets))
+        row.update(proto.aggregate(per_seed))
+        row["per_seed"] = per_seed
         row["wall_s"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
         if progress:
-            progress(f"[{i}/{len(plan)}] {proto.name} {name} {target} <- {source or '-'}: {_headline(row)} ({row['wall_s']:.1f} s)")
+            progress(f"[{i}/{len(plan)}] {proto.name} {name} {target} <- {source or '-'}: {proto.headline(row)} ({row['wall_s']:.1f} s)")
 
+    baselines = [n for n in names if infos[n].baseline]
     settings = {
         **proto.settings(),
-        "seeds": seeds,
+        "seeds": seed_info.to_json(),
         "strategies": names,
         "targets": plan_targets,
         "sources": sources,
@@ -308,100 +330,34 @@ def run_bench(
         "table": table.source,
         "wall_s": round(time.perf_counter() - started, 3),
     }
-    if thresholds:
-        settings["thresholds"] = {t: round(v, 4) for t, v in thresholds.items()}
-    payload = {"protocol": proto.name, "description": proto.description, "settings": settings, "rows": rows}
+    payload = {
+        "protocol": proto.name, "description": proto.description, "settings": settings, "baselines": baselines,
+        "rows": rows, "comparisons": P.baseline_comparisons(proto, rows, set(baselines)),
+    }
     json_path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     md_path = json_path.with_suffix(".md")
-    md_path.write_text(markdown(payload))
+    md_path.write_text(proto.markdown(payload))
     png_path = json_path.with_suffix(".png")
     from . import plots  # matplotlib is slow to import; only runs that write files need it
 
-    plots.plot(payload, png_path)
+    plots.plot(payload, proto, png_path)
     log.info("wrote %s, %s, %s", json_path, md_path, png_path)
     return {**payload, "files": {"json": str(json_path), "md": str(md_path), "png": str(png_path)}}
 
 
-def _headline(row: dict) -> str:
-    if "mean_evals_to_top" in row:
-        return f"{row['mean_evals_to_top']:.2f} evals, P(hit) {row['p_hit']:.3f}"
-    if "mean_percentile" in row:
-        return f"percentile {row['mean_percentile']:.2f}, P(top-1%) {row['p_top1']:.3f}"
-    return f"valid percentile at {row['budgets'][-1]}: {row['valid_percentile'][-1]:.2f}"
-
-
-# ---------------------------------------------------------------------------------------------
-# markdown
-def _f(x: Any, nd: int = 2) -> str:
-    return "–" if x is None else f"{x:.{nd}f}"
-
-
-def _pm(m: Any, ci: Any, nd: int = 2) -> str:
-    return "–" if m is None else f"{m:.{nd}f} ± {_f(ci, nd)}"
-
-
-def _extra_columns(rows: Sequence[dict], known: set[str]) -> list[str]:
-    cols: list[str] = []
-    for r in rows:
-        cols.extend(k for k in r if k not in known and not k.endswith(("_std", "_ci95")) and k not in cols)
-    return cols
-
-
-def _md_table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(cells) + " |" for cells in lines]
-    return "\n".join(out) + "\n"
+def protocol_of(payload: dict) -> P.Protocol:
+    """The protocol object a written payload was produced by (for re-rendering it)."""
+    s = payload["settings"]
+    name = payload["protocol"]
+    if name in P.PROTOCOLS:
+        return P.PROTOCOLS[name]
+    return P.get_protocol(name, space=s["space"], budgets=s.get("budgets"),
+                          budget=None if name == P.CURVES else s["budget"])
 
 
 def markdown(payload: dict) -> str:
-    """The payload's rows as markdown tables (means ± 95% CI half-widths)."""
-    s, rows, proto = payload["settings"], payload["rows"], payload["protocol"]
-    head = (
-        f"### {proto} on {s['space']}: {s['seeds']} seeds, budget {s['budget']}, "
-        f"REA({s['population']}, {s['tournament']}), prior k={s['k']} top-{s['top_n']}\n\n"
-    )
-    base = ["strategy", "target", "source", "seeds"]
-    common = {*base, "space", "wall_s"}
-    if proto == "lapt-nb201":
-        fields = {"threshold", "mean_evals_to_top", "p_hit", "test_at_stop", "test_at_budget"}
-        extra = _extra_columns(rows, common | fields)
-        header = base + extra + [
-            "evals to top-0.1% (mean ± CI)", f"P(hit ≤ {s['budget']})", "test at hit", f"test at {s['budget']}",
-        ]
-        lines = [
-            [r["strategy"], r["target"], r["source"] or "–", str(r["seeds"]), *(str(r.get(c, "–")) for c in extra),
-             _pm(r["mean_evals_to_top"], r["evals_ci95"]), _pm(r["p_hit"], r["p_hit_ci95"], 3),
-             _f(r["test_at_stop"]), _f(r["test_at_budget"])]
-            for r in rows
-        ]
-        return head + _md_table(header, lines)
-    if proto == "lapt-tnb101":
-        extra = _extra_columns(rows, common | {"mean_percentile", "p_top1"})
-        header = base + extra + ["percentile (mean ± CI)", "P(top-1%)"]
-        lines = [
-            [r["strategy"], r["target"], r["source"] or "–", str(r["seeds"]), *(str(r.get(c, "–")) for c in extra),
-             _pm(r["mean_percentile"], r["percentile_ci95"]), _pm(r["p_top1"], r["p_top1_ci95"], 3)]
-            for r in rows
-        ]
-        return head + _md_table(header, lines)
-    curves = ("valid_percentile", "valid_regret", "test_percentile", "test_regret")
-    titles = {
-        "valid_percentile": "best-so-far validation percentile (100 = best)",
-        "valid_regret": "validation regret (best validation of the space minus the best found)",
-        "test_percentile": "test percentile of the best-by-validation cell",
-        "test_regret": "test regret of the best-by-validation cell (best test of the space minus its test)",
-    }
-    extra = _extra_columns(rows, common | {"budgets", *curves})
-    out = [head]
-    for key in curves:
-        if not any(r.get(key) for r in rows):
-            continue
-        nd = 2 if "percentile" in key else 3
-        header = base + extra + [f"@{b}" for b in s["budgets"]]
-        lines = [
-            [r["strategy"], r["target"], r["source"] or "–", str(r["seeds"]), *(str(r.get(c, "–")) for c in extra),
-             *(_f(v, nd) for v in (r[key] or [None] * len(s["budgets"])))]
-            for r in rows
-        ]
-        out.append(f"{titles[key]}:\n\n" + _md_table(header, lines))
-    return "\n".join(out)
+    """A written payload's rows (and comparisons) as markdown tables."""
+    return protocol_of(payload).markdown(payload)
+
+
+from . import baselines as _baselines  # noqa: E402,F401  (registers the built-in baselines)

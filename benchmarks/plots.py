@@ -1,7 +1,7 @@
 """Figures of a benchmark payload: a point chart per target for the protocols, lines for curves.
 
-Drawn on matplotlib's Agg canvas directly (no pyplot), so writing a figure never changes the
-caller's backend or global state.
+The protocol object says what to draw (`plot_metrics`, `budgets`). Drawn on matplotlib's Agg
+canvas directly (no pyplot), so writing a figure never changes the caller's backend or state.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from .protocols import Protocol, Seeds
 
 
 def series_label(row: dict) -> str:
@@ -23,45 +25,46 @@ def _targets(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["target"] for r in rows))
 
 
-def plot(payload: dict, path: str | Path) -> Path:
-    if payload["protocol"] == "curves":
+def _seeds_text(payload: dict) -> str:
+    s = payload["settings"]["seeds"]
+    return Seeds(**s).describe() if isinstance(s, dict) else f"{s} seeds"
+
+
+def plot(payload: dict, proto: Protocol, path: str | Path) -> Path:
+    if proto.budgets:
         return plot_curves(payload, path)
-    return plot_protocol(payload, path)
+    return plot_protocol(payload, proto, path)
 
 
-def plot_protocol(payload: dict, path: str | Path) -> Path:
-    """Two rows of panels (main metric, probability), one column per target, one point per series."""
-    rows, s = payload["rows"], payload["settings"]
-    if payload["protocol"] == "lapt-nb201":
-        panels = [
-            ("mean_evals_to_top", "evals_ci95", f"evaluations to top-0.1% (≤ {s['budget']}; lower is better)"),
-            ("p_hit", "p_hit_ci95", f"P(hit within {s['budget']})"),
-        ]
-    else:
-        panels = [
-            ("mean_percentile", "percentile_ci95", f"percentile after {s['budget']} (100 = best)"),
-            ("p_top1", "p_top1_ci95", "P(top-1%)"),
-        ]
+def plot_protocol(payload: dict, proto: Protocol, path: str | Path) -> Path:
+    """One row of panels per plotted metric, one column per target, one point per series with its
+    95% interval (bootstrap for means, Wilson for proportions)."""
+    rows = payload["rows"]
+    panels = [proto.metric(k) for k in proto.plot_metrics]
     targets = _targets(rows)
     labels = list(dict.fromkeys(series_label(r) for r in rows))
     colours = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
-    fig = Figure(figsize=(3.2 * len(targets) + 1.5, 1.2 + 0.35 * len(labels) * 2 + 1.5), layout="constrained")
+    fig = Figure(figsize=(3.2 * len(targets) + 2.0, 1.0 + len(panels) * (0.3 * len(labels) + 1.0)), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(2, len(targets), squeeze=False, sharey="row")
+    axes = fig.subplots(len(panels), len(targets), squeeze=False, sharey="row")
     for j, target in enumerate(targets):
         mine = [r for r in rows if r["target"] == target]
-        for i, (key, ci_key, title) in enumerate(panels):
+        for i, m in enumerate(panels):
             ax = axes[i][j]
             for r in mine:
+                v = r.get(m.key)
+                if v is None:
+                    continue
                 y = labels.index(series_label(r))
-                ax.errorbar(r[key], y, xerr=r.get(ci_key) or 0, fmt="o", color=colours[series_label(r)], capsize=3)
-            ax.set_yticks(range(len(labels)), labels)
+                err = [[v - r[f"{m.key}_lo"]], [r[f"{m.key}_hi"] - v]]
+                ax.errorbar(v, y, xerr=err, fmt="o", color=colours[series_label(r)], capsize=3)
+            ax.set_yticks(range(len(labels)), labels, fontsize=7)
             ax.set_ylim(len(labels) - 0.5, -0.5)
             ax.grid(axis="x", alpha=0.3)
-            ax.set_xlabel(title, fontsize=8)
+            ax.set_xlabel(f"{m.label} ({m.better} is better)", fontsize=8)
             if i == 0:
                 ax.set_title(target)
-    fig.suptitle(f"{payload['protocol']}: {s['seeds']} seeds, mean ± 95% CI")
+    fig.suptitle(f"{payload['protocol']}: {_seeds_text(payload)}; 95% intervals")
     fig.savefig(path, dpi=110)
     return Path(path)
 
@@ -69,6 +72,7 @@ def plot_protocol(payload: dict, path: str | Path) -> Path:
 def plot_curves(payload: dict, path: str | Path) -> Path:
     """Per target: best-so-far percentile (top) and regret (bottom) vs evaluations, one line per series."""
     rows, s = payload["rows"], payload["settings"]
+    budgets = s["budgets"]
     targets = _targets(rows)
     labels = list(dict.fromkeys(series_label(r) for r in rows))
     colours = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
@@ -80,9 +84,10 @@ def plot_curves(payload: dict, path: str | Path) -> Path:
             c = colours[series_label(r)]
             for i, kind in enumerate(("percentile", "regret")):
                 ax = axes[i][j]
-                ax.plot(r["budgets"], r[f"valid_{kind}"], "-o", ms=3, color=c, label=series_label(r))
-                if r.get(f"test_{kind}"):
-                    ax.plot(r["budgets"], r[f"test_{kind}"], "--", color=c, alpha=0.7)
+                ax.plot(budgets, [r.get(f"valid_{kind}@{b}") for b in budgets], "-o", ms=3, color=c, label=series_label(r))
+                test = [r.get(f"test_{kind}@{b}") for b in budgets]
+                if any(v is not None for v in test):
+                    ax.plot(budgets, test, "--", color=c, alpha=0.7)
         for i, kind in enumerate(("percentile (100 = best)", "regret")):
             ax = axes[i][j]
             ax.set_xscale("log")
@@ -96,8 +101,8 @@ def plot_curves(payload: dict, path: str | Path) -> Path:
             handles.setdefault(lab, h)
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 5), fontsize=8)
     fig.suptitle(
-        f"curves on {s['space']}: best-so-far by validation, {s['seeds']} seeds "
-        "(solid: validation; dashed: test of that cell, where the table has one)"
+        f"curves on {s['space']}: best-so-far by validation, {_seeds_text(payload)} "
+        "(solid: validation; dashed: test of that cell, where the table has one)", fontsize=9,
     )
     fig.savefig(path, dpi=110)
     return Path(path)
