@@ -16,7 +16,7 @@ from .protocols import Protocol, Seeds
 
 def series_label(row: dict) -> str:
     label = row["strategy"] if row["source"] is None else f"{row['strategy']} ← {row['source']}"
-    if row.get("llm") is not None:
+    if row.get("llm") is not None and not row.get("baseline"):  # baselines ignore the options
         label += f" [{row['llm']}]"
     return label
 

@@ -368,7 +368,7 @@ class Protocol:
                 continue
             header = base + extra + [self.metric(k).label for k in keys]
             lines = [
-                [r["strategy"], r["target"], _source_cell(self, r), str(r["seeds"]), *(str(r.get(c, "–")) for c in extra),
+                [r["strategy"], r["target"], _source_cell(self, r), str(r["seeds"]), *(_option_cell(r, c) for c in extra),
                  *(interval_text(r, self.metric(k)) for k in keys)]
                 for r in rows
             ]
@@ -397,6 +397,12 @@ def _source_cell(proto: Protocol, row: dict) -> str:
     if src is None:
         return "–"
     return f"{src} †" if proto.is_heldout(row["target"], src) else src
+
+
+def _option_cell(row: dict, key: str) -> str:
+    if row.get("baseline"):  # baselines take no options: an option shown there would mislead
+        return "–"
+    return str(row.get(key, "–"))
 
 
 def _fmt(x: Any, nd: int = 2, *, signed: bool = False) -> str:

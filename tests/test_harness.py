@@ -281,7 +281,7 @@ def test_nb201_rows_match_an_independent_computation(tmp_path):
     payload = json.loads((tmp_path / "p1.json").read_text())
     assert payload["protocol"] == "lapt-nb201" and payload["baselines"] == ["rea", "freq-prior"]
     md = (tmp_path / "p1.md").read_text()
-    assert "| freq-prior | cifar10 | cifar100 | 4 | none |" in md and "Wilson" in md
+    assert "| freq-prior | cifar10 | cifar100 | 4 | – |" in md and "Wilson" in md  # baselines take no llm
     assert (tmp_path / "p1.png").read_bytes()[:4] == b"\x89PNG"
 
 
