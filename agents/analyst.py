@@ -1,10 +1,14 @@
 """The analyst: states design principles from top architectures and computed evidence.
 
-Two implementations with one interface (`analyze(ctx, mode, state) -> AnalysisResult`):
-the LLM analyst (prompted with LAPT-style layer lists, pre-ranked evidence, and evidence tools it
-may call) and the statistical analyst (`--llm none`), whose principles come from the evidence
-alone. Every principle an LLM writes is checked against the data: unknown names and claims the
-statistics contradict are discarded and recorded.
+Two implementations with one interface (`analyze(ctx, mode, current, original, evidence, recalled)
+-> AnalysisResult`): the LLM analyst (prompted with LAPT-style layer lists, pre-ranked evidence,
+and evidence tools it may call) and the statistical analyst (`--llm none`), whose principles come
+from the evidence alone. The round's `Evidence` is computed once by the graph (`source_evidence`,
+`run_evidence`) and passed in. Every principle an LLM writes is checked against the data: unknown
+names, claims the statistics contradict and claims its own answer contradicts are discarded and
+recorded; a sentence that says the opposite of its own effect is replaced by a generated one
+(recorded). The result is a `PrincipleSet`'s effects: never a preference and an avoidance of one
+choice at one position.
 """
 
 from __future__ import annotations
@@ -20,13 +24,30 @@ from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field, create_model
 
 from archlore.memory.record import Principle
-from archlore.tools.evidence import ChoiceStat, choice_stats, filter_stats
 from archlore.tools.errors import SpaceError
+from archlore.tools.evidence import ChoiceStat, Evidence, choice_stats, filter_stats
 from archlore.tools.spaces import Arch, SearchSpace, SpaceFilter
 
 from . import prompts
 from .context import RunContext
 from .llm import Usage, repair_messages
+from .principles import (
+    PrincipleSet,
+    contradicts_text,
+    effect_statements,
+    generated_text,
+    merge_principles,
+    principle_weights,
+    render_evidence,
+    render_principles,
+    resolve_conflicts,
+    restate_partial,
+    share_statements,
+)
+from .tuning import TUNING, Tuning
+
+# the graph reads these through the analyst; their home is agents/principles.py
+__all__ = ["analyze", "source_evidence", "run_evidence", "summary_principles", "principle_weights", "render_evidence"]
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +95,11 @@ class AnalysisResult:
     usage: Usage = field(default_factory=Usage)
     by: str = "statistics"
     evidence_source: str = ""
+    fresh: int = 0  # how many leading principles come from this round's evidence (the rest are carried)
 
 
 # ---------------------------------------------------------------------------------------------
-# rendering
+# rendering (the analyst's prompts)
 def describe_space(space: SearchSpace) -> str:
     lines = [f"# search space {space.name}: {space.description or 'categorical'}"]
     lines.append("# layer_list[i] is the choice at position i; positions and their choices:")
@@ -93,28 +115,39 @@ def render_cells(space: SearchSpace, cells: list[tuple[Arch, float]]) -> str:
     )
 
 
-def render_evidence(stats: list[list[ChoiceStat]]) -> str:
-    lines = []
-    for col in stats:
-        ranked = sorted(col, key=lambda s: (-s.top_count, -np.nan_to_num(s.mean_metric, nan=-1e18)))
-        opts = ", ".join(
-            f"{s.choice} (top share {s.top_share:.0%}, share {s.base_share:.0%}, lift {s.lift:.2f})"
-            for s in ranked
-        )
-        lines.append(f"{col[0].position}: {opts}")
-    return "\n".join(lines)
-
-
-def render_principles(principles: list[Principle]) -> str:
-    if not principles:
-        return "(none)"
-    return "\n".join(
-        f"- [{p.direction} {p.choice} at {p.position}, confidence {p.confidence:.2f}] {p.text}" for p in principles
+# ---------------------------------------------------------------------------------------------
+# the evidence of a round: computed once (by the graph), passed to the analyst and the planner
+def source_evidence(ctx: RunContext) -> Evidence | None:
+    """The source task's statistics: its top `top_n` cells against all of its cells."""
+    s = ctx.settings
+    if ctx.source is None or s.source is None:
+        return None
+    return Evidence.compute(
+        ctx.space, ctx.source.all_cells(s.source), label=f"source {s.source}", origin="source", task=s.source,
+        n_top=s.top_n, shown=ctx.source.top_cells(s.source, s.show_n),
     )
 
 
+def run_evidence(ctx: RunContext, *, tuning: Tuning = TUNING) -> Evidence:
+    """This run's statistics so far (from the ledger): its top cells against all evaluated ones."""
+    s = ctx.settings
+    cells = ctx.evaluator.pairs()
+    n_top = min(s.top_k, max(tuning.run_top_min, len(cells) // tuning.run_top_divisor))
+    return Evidence.compute(
+        ctx.space, cells, label=f"target {s.target} (this run)", origin="run", task=s.target, n_top=n_top,
+        shown=sorted(cells, key=lambda c: -c[1])[: s.top_k], effects=True,
+    )
+
+
+def evidence_cells(ctx: RunContext, ev: Evidence) -> list[tuple[Arch, float]]:
+    """The cells `ev` was computed over (for tools that ask new questions of them)."""
+    if ev.origin == "source":
+        return ctx.source.all_cells(ev.task) if ctx.source is not None else []
+    return ctx.evaluator.pairs()[: ev.n_cells]
+
+
 # ---------------------------------------------------------------------------------------------
-# evidence and checks
+# principles from evidence
 def _stat_text(s: ChoiceStat, label: str, base: str = "of all") -> str:
     return (
         f"{label}: {s.top_count} of the top cells use {s.choice} at {s.position} "
@@ -122,48 +155,43 @@ def _stat_text(s: ChoiceStat, label: str, base: str = "of all") -> str:
     )
 
 
-def evidence_principles(
-    stats: list[list[ChoiceStat]], label: str, *, max_n: int = 16, uniform_base: bool = False
-) -> list[Principle]:
+def evidence_principles(ev: Evidence, *, uniform_base: bool = False, tuning: Tuning = TUNING) -> list[Principle]:
     """The statistical analyst: prefer over-represented choices, avoid absent ones.
 
     Per position, the most over-represented choice is preferred (and a runner-up with a clear
     lift too), with the top share as confidence; choices almost absent from the top cells are
-    avoided. Preferences come first: they carry the ranking the search uses.
+    avoided. Preferences come first: they carry the ranking the search uses. The effects are then
+    stated as a few general sentences (`share_statements`).
     """
-    if uniform_base:  # the shares are compared with a uniform choice, not with measured cells
-        overall = of_all = "under a uniform choice"
-        base = "uniform"
-    else:
-        overall, of_all, base = "overall", "of all cells", "of all"
+    t = tuning
+    base = "uniform" if uniform_base else "of all"
     prefer: list[Principle] = []
     avoid: list[Principle] = []
-    for col in stats:
+    for col in ev.stats:
         ranked = sorted(col, key=lambda s: (-s.top_share, -s.lift))
-        for rank, s in enumerate(ranked[:2]):
-            if s.top_count >= 2 and s.lift >= (1.25 if rank == 0 else 1.5):
+        for rank, s in enumerate(ranked[: t.prefer_top_choices]):
+            if s.top_count >= t.prefer_min_count and s.lift >= (t.prefer_lift if rank == 0 else t.prefer_lift_runner_up):
                 prefer.append(Principle(
-                    text=f"At {s.position}, prefer {s.choice}: the top cells of {label} use it "
-                    f"{s.top_share:.0%} of the time against {s.base_share:.0%} {overall}.",
-                    position=s.position, choice=s.choice, direction="prefer",
-                    confidence=round(float(np.clip(s.top_share, 0.2, 0.95)), 3),
-                    evidence=_stat_text(s, label, base),
+                    text="", position=s.position, choice=s.choice, direction="prefer",
+                    confidence=round(float(np.clip(s.top_share, *t.prefer_confidence_clip)), 3),
+                    evidence=_stat_text(s, ev.label, base),
                 ))
         for s in col:
-            if s.base_share >= 0.1 and s.lift <= 0.34:
+            if s.base_share >= t.avoid_min_base_share and s.lift <= t.avoid_max_lift:
                 avoid.append(Principle(
-                    text=f"At {s.position}, avoid {s.choice}: it is rare among the top cells of {label} "
-                    f"({s.top_share:.0%}) against {s.base_share:.0%} {of_all}.",
-                    position=s.position, choice=s.choice, direction="avoid",
-                    confidence=round(float(np.clip(1 - s.lift, 0.3, 0.95)), 3),
-                    evidence=_stat_text(s, label, base),
+                    text="", position=s.position, choice=s.choice, direction="avoid",
+                    confidence=round(float(np.clip(1 - s.lift, *t.avoid_confidence_clip)), 3),
+                    evidence=_stat_text(s, ev.label, base),
                 ))
     prefer.sort(key=lambda p: -p.confidence)
     avoid.sort(key=lambda p: -p.confidence)
-    return (prefer + avoid)[:max_n]
+    effects = (prefer + avoid)[: t.max_evidence_principles]
+    return share_statements(effects, ev, base="under a uniform choice" if uniform_base else "of all cells")
 
 
-def summary_principles(space: SearchSpace, cells: list[tuple[Arch, float]], n_top: int, label: str) -> list[Principle]:
+def summary_principles(
+    space: SearchSpace, cells: list[tuple[Arch, float]], n_top: int, label: str, *, tuning: Tuning = TUNING
+) -> list[Principle]:
     """What a finished run taught: the choices its best cells share, against a uniform prior.
 
     A run's evaluations are not a uniform sample (the filter and the search chose them), so the
@@ -172,50 +200,46 @@ def summary_principles(space: SearchSpace, cells: list[tuple[Arch, float]], n_to
     """
     if not cells:
         return []
-    stats = choice_stats(space, cells, n_top)
     uniform = [
         [ChoiceStat(s.position, s.choice, s.choice_id, s.top_count, s.top_share, 1 / len(col),
                     s.top_share * len(col), s.mean_metric) for s in col]
-        for col in stats
+        for col in choice_stats(space, cells, n_top)
     ]
-    return evidence_principles(uniform, label, uniform_base=True)
+    ev = Evidence(label, "run", label, len(cells), n_top, uniform, [])
+    return evidence_principles(ev, uniform_base=True, tuning=tuning)
 
 
-def effect_principles(space: SearchSpace, cells: list[tuple[Arch, float]], label: str) -> list[Principle]:
+def effect_principles(ev: Evidence, *, tuning: Tuning = TUNING) -> list[Principle]:
     """Principles from this run's own evaluations: choices whose mean metric stands out."""
-    if len(cells) < 4:
+    t = tuning
+    if ev.n_cells < t.effect_min_cells:
         return []
-    archs = np.array([a for a, _ in cells])
-    m = np.array([v for _, v in cells])
-    sd = float(m.std()) or 1.0
     out = []
-    for j, pos in enumerate(space.positions):
-        for c, name in enumerate(pos.choices):
-            mask = archs[:, j] == c
-            n = int(mask.sum())
-            if n < 2 or n == len(cells):
-                continue
-            effect = (float(m[mask].mean()) - float(m[~mask].mean())) / sd
-            if abs(effect) < 0.3:
-                continue
-            direction = "prefer" if effect > 0 else "avoid"
-            out.append(Principle(
-                text=f"On {label}, cells with {name} at {pos.name} score {abs(effect):.2f} std "
-                f"{'above' if effect > 0 else 'below'} the others ({n} of {len(cells)} evaluated).",
-                position=pos.name, choice=name, direction=direction,
-                confidence=round(float(np.clip(abs(effect) / 2, 0.2, 0.95)), 3),
-                evidence=f"{label}: mean {m[mask].mean():.3f} with vs {m[~mask].mean():.3f} without (n={n})",
-            ))
+    for e in ev.effects:
+        if e.n_with < t.effect_min_with or abs(e.effect) < t.effect_threshold:
+            continue
+        out.append(Principle(
+            text="", position=e.position, choice=e.choice, direction="prefer" if e.effect > 0 else "avoid",
+            confidence=round(float(np.clip(abs(e.effect) / 2, *t.effect_confidence_clip)), 3),
+            evidence=f"{ev.label}: mean {e.mean_with:.3f} with vs {e.mean_without:.3f} without (n={e.n_with})",
+        ))
     out.sort(key=lambda p: -p.confidence)
-    return out[:12]
+    return effect_statements(out[: t.max_effect_principles], ev)
+
+
+def _lift(ev: Evidence, positions: list[int], cid: int) -> float:
+    lifts = [ev.stats[j][cid].lift for j in positions if ev.stats[j]]
+    return float(np.mean(lifts)) if lifts else 1.0
 
 
 def verify(
-    drafts: list[PrincipleDraft], space: SearchSpace, stats: list[list[ChoiceStat]], label: str
+    drafts: list[PrincipleDraft], space: SearchSpace, ev: Evidence, *, tuning: Tuning = TUNING
 ) -> tuple[list[Principle], list[dict]]:
-    """Keep principles whose names exist and whose claim the statistics do not contradict."""
+    """Keep principles whose names exist and whose claim the statistics do not contradict; of two
+    claims of the answer that contradict each other, keep the one the statistics support more."""
     by_pos = {p.name: j for j, p in enumerate(space.positions)}
-    kept, rejected = [], []
+    kept: list[tuple[Principle, float]] = []  # with how well the statistics support it
+    rejected: list[dict] = []
     for d in drafts:
         positions = list(range(len(space.positions))) if d.position.strip() == "*" else [by_pos.get(d.position.strip())]
         if positions == [None]:
@@ -226,96 +250,95 @@ def verify(
         except SpaceError as exc:
             rejected.append({"principle": d.model_dump(), "reason": str(exc)})
             continue
-        lifts = [stats[j][cid].lift for j in positions if stats[j]]
-        lift = float(np.mean(lifts)) if lifts else 1.0
-        contradicted = (d.direction == "prefer" and lift < 0.8) or (d.direction == "avoid" and lift > 1.25)
-        if contradicted:
+        lift = _lift(ev, positions, cid)
+        if (d.direction == "prefer" and lift < tuning.verify_prefer_min_lift) or (
+            d.direction == "avoid" and lift > tuning.verify_avoid_max_lift
+        ):
             rejected.append({
                 "principle": d.model_dump(),
-                "reason": f"contradicted by {label}: lift {lift:.2f} for {d.choice} at {d.position}",
+                "reason": f"contradicted by {ev.label}: lift {lift:.2f} for {d.choice} at {d.position}",
             })
             continue
-        s = stats[positions[0]][cid] if stats[positions[0]] else None
-        kept.append(Principle(
+        s = ev.stats[positions[0]][cid] if ev.stats[positions[0]] else None
+        p = Principle(
             text=d.text, position=d.position.strip(), choice=space.positions[positions[0]].choices[cid],
             direction=d.direction, confidence=d.confidence,
-            evidence=_stat_text(s, label)[:400] if s else "",
-        ))
-    return kept, rejected
+            evidence=_stat_text(s, ev.label)[:400] if s else "",
+        )
+        support = lift if d.direction == "prefer" else (1 / lift if lift > 0 else float("inf"))
+        rival = next((i for i, (q, _) in enumerate(kept) if not PrincipleSet.compatible(q, p)), None)
+        if rival is None:
+            kept.append((p, support))
+            continue
+        q, q_support = kept[rival]
+        loser, winner = (q, p) if support > q_support else (p, q)
+        if winner is p:
+            kept[rival] = (p, support)
+        rejected.append({
+            "principle": loser.model_dump(),
+            "reason": f"contradicts the answer's own claim to {winner.direction} {winner.choice} at "
+            f"{winner.position}, which {ev.label} supports more",
+        })
+    return [p for p, _ in kept], rejected
 
 
-def principle_weights(space: SearchSpace, principles: list[Principle]) -> list[list[float]]:
-    """Per position, per choice: the sum of +-confidence of the principles about it."""
-    w = [[0.0] * len(p.choices) for p in space.positions]
-    by_pos = {p.name: j for j, p in enumerate(space.positions)}
-    for pr in principles:
-        js = range(len(space.positions)) if pr.position == "*" else [by_pos.get(pr.position)]
-        for j in js:
-            if j is None or pr.choice not in space.positions[j].choices:
-                continue
-            c = space.positions[j].choices.index(pr.choice)
-            w[j][c] += pr.confidence if pr.direction == "prefer" else -pr.confidence
-    return w
-
-
-def merge_principles(new: list[Principle], old: list[Principle], *, decay: float = 0.7) -> list[Principle]:
-    """New principles win on the same (position, choice); old ones stay with decayed confidence."""
-    keys = {(p.position, p.choice) for p in new}
-    kept = [
-        p.model_copy(update={"confidence": round(p.confidence * decay, 3)})
-        for p in old if (p.position, p.choice) not in keys and p.confidence * decay >= 0.15
-    ]
-    return new + kept
-
-
-# ---------------------------------------------------------------------------------------------
-# the evidence each mode looks at
-@dataclass
-class Evidence:
-    label: str
-    cells: list[tuple[Arch, float]]  # all cells the statistics are over
-    shown: list[tuple[Arch, float]]  # rendered as layer lists
-    n_top: int
-    stats: list[list[ChoiceStat]]
-
-
-def source_evidence(ctx: RunContext) -> Evidence | None:
-    s = ctx.settings
-    if ctx.source is None or s.source is None:
-        return None
-    cells = ctx.source.all_cells(s.source)
-    stats = choice_stats(ctx.space, cells, s.top_n)
-    return Evidence(f"source {s.source}", cells, ctx.source.top_cells(s.source, s.show_n), s.top_n, stats)
-
-
-def run_evidence(ctx: RunContext) -> Evidence:
-    space = ctx.space
-    cells = [(space.from_string(e.arch), e.valid) for e in ctx.evaluator.history]
-    cells_sorted = sorted(cells, key=lambda c: -c[1])
-    n_top = min(ctx.settings.top_k, max(2, len(cells) // 3))
-    stats = choice_stats(space, cells, n_top)
-    return Evidence(f"target {ctx.settings.target} (this run)", cells, cells_sorted[: ctx.settings.top_k], n_top, stats)
+def check_texts(principles: list[Principle], space: SearchSpace, ev: Evidence | None) -> tuple[list[Principle], list[dict]]:
+    """Replace sentences that say the opposite of their own effect by generated ones (recorded)."""
+    choices = sorted({c for p in space.positions for c in p.choices})
+    out, events = [], []
+    for p in principles:
+        if contradicts_text(p, choices):
+            now = generated_text(p, ev)
+            events.append({
+                "event": "text_replaced", "node": "analyze", "position": p.position, "choice": p.choice,
+                "direction": p.direction, "was": p.text, "now": now,
+            })
+            p = p.model_copy(update={"text": now})
+        out.append(p)
+    return out, events
 
 
 # ---------------------------------------------------------------------------------------------
 # the analyst
-def statistical_analysis(ctx: RunContext, mode: Mode, current: list[Principle], original: list[Principle]) -> AnalysisResult:
+def _recalled_principles(recalled: list[dict]) -> tuple[list[Principle], list[dict]]:
+    """Recalled principles, best first; of two that contradict each other the better-ranked stays."""
+    kept, dropped = resolve_conflicts([Principle(**r["principle"]) for r in recalled])
+    events = [
+        {"event": "recalled_conflict", "node": "analyze", "dropped": f"{p.direction} {p.choice} at {p.position}",
+         "reason": "a better-ranked recalled principle says the opposite"}
+        for p in dropped
+    ]
+    return kept, events
+
+
+def statistical_analysis(
+    ctx: RunContext, mode: Mode, current: list[Principle], original: list[Principle],
+    evidence: Evidence | None, recalled: list[dict], *, tuning: Tuning = TUNING,
+) -> AnalysisResult:
+    t = tuning
     if mode == "initial":
-        ev = source_evidence(ctx)
-        principles = evidence_principles(ev.stats, ev.label) if ev else []
-        recalled = [Principle(**r["principle"]) for r in ctx.extra.get("recalled", [])]
-        principles = merge_principles(principles, recalled, decay=0.9) if recalled else principles
-        return AnalysisResult(principles, evidence_source=ev.label if ev else "recalled principles only")
-    ev = run_evidence(ctx)
-    own = effect_principles(ctx.space, ev.cells, ev.label)
+        principles = evidence_principles(evidence, tuning=t) if evidence else []
+        fresh = len(principles)
+        rec, events = _recalled_principles(recalled)
+        if rec:
+            principles = merge_principles(principles, rec, decay=t.recall_decay, tuning=t, carried="Recalled from a past task")
+        return AnalysisResult(principles, events=events, fresh=fresh,
+                              evidence_source=evidence.label if evidence else "recalled principles only")
+    if evidence is None:
+        raise ValueError("update and branch rounds need this run's evidence (run_evidence)")
+    own = effect_principles(evidence, tuning=t)
     if mode == "update":
-        return AnalysisResult(merge_principles(own, current), evidence_source=ev.label)
-    # branch: keep the better-supported half of the original principles, then what this run shows
-    keep = sorted(original, key=lambda p: -p.confidence)[: max(1, len(original) // 2)]
-    return AnalysisResult(merge_principles(own, keep, decay=1.0), evidence_source=ev.label)
+        return AnalysisResult(merge_principles(own, current, decay=t.update_decay, tuning=t),
+                              evidence_source=evidence.label, fresh=len(own))
+    # branch: keep the better-supported part of the original principles, then what this run shows
+    ranked = sorted(original, key=lambda p: -p.confidence)
+    keep = restate_partial(ranked[: max(1, int(len(original) * t.branch_keep_share))], original,
+                           prefix="Kept from the original principles")
+    return AnalysisResult(merge_principles(own, keep, decay=t.branch_decay, tuning=t),
+                          evidence_source=evidence.label, fresh=len(own))
 
 
-def _tools(ctx: RunContext, ev: Evidence) -> list[StructuredTool]:
+def _tools(ctx: RunContext, ev: Evidence, recalled: list[dict]) -> list[StructuredTool]:
     """Evidence tools for the LLM; infrastructure is bound here, never in their schemas."""
     space = ctx.space
 
@@ -339,51 +362,57 @@ def _tools(ctx: RunContext, ev: Evidence) -> list[StructuredTool]:
             flt = SpaceFilter.from_choices(space, [allowed.get(p.name, list(p.choices)) for p in space.positions])
         except Exception as exc:  # noqa: BLE001 - the message goes back to the model
             return f"invalid: {exc}"
-        return json.dumps(filter_stats(space, flt, ev.cells))
+        return json.dumps(filter_stats(space, flt, evidence_cells(ctx, ev)))
 
     def recalled_principles() -> str:
         """Principles recalled from similar past tasks, with their source runs."""
-        return json.dumps(ctx.extra.get("recalled", []))[:4000]
+        return json.dumps(recalled)[:4000]
 
     return [StructuredTool.from_function(f) for f in (choice_counts, mean_metric_per_choice, subspace_size, recalled_principles)]
 
 
-def llm_analysis(ctx: RunContext, mode: Mode, current: list[Principle], original: list[Principle]) -> AnalysisResult:
-    """The LLM analyst; falls back to the statistical one when the LLM fails or says nothing usable."""
-    s = ctx.settings
-    space = ctx.space
-    ev = source_evidence(ctx) if mode == "initial" else run_evidence(ctx)
-    fallback = statistical_analysis(ctx, mode, current, original)
-    if ev is None:  # nothing to reason about but recalled principles
-        return fallback
+def _prompt(ctx: RunContext, mode: Mode, current: list[Principle], original: list[Principle],
+            ev: Evidence, recalled: list[dict]) -> str:
+    s, space = ctx.settings, ctx.space
     metric = "validation metric, higher is better"
     if mode == "initial":
-        recalled = ctx.extra.get("recalled", [])
         rec = prompts.RECALLED.format(items="\n".join(
             f"- ({r['task']}, run {r['run_id']}, similarity {r['similarity']:.2f}) {r['principle']['text']}"
             for r in recalled[:8]
         )) if recalled else ""
-        user = prompts.ANALYST_INITIAL.format(
+        return prompts.ANALYST_INITIAL.format(
             source=s.source, source_description=ctx.source_description, target=s.target,
             target_description=ctx.target_description, cell_description=describe_space(space),
             show_n=len(ev.shown), metric=metric, layer_lists=render_cells(space, ev.shown),
-            top_n=ev.n_top, n_cells=len(ev.cells), evidence=render_evidence(ev.stats), recalled=rec,
+            top_n=ev.n_top, n_cells=ev.n_cells, evidence=render_evidence(ev.stats), recalled=rec,
         )
-    elif mode == "update":
-        user = prompts.ANALYST_UPDATE.format(
+    if mode == "update":
+        return prompts.ANALYST_UPDATE.format(
             target=s.target, principles=render_principles(current), top_k=len(ev.shown), metric=metric,
-            n_evaluated=len(ev.cells), layer_lists=render_cells(space, ev.shown), evidence=render_evidence(ev.stats),
+            n_evaluated=ev.n_cells, layer_lists=render_cells(space, ev.shown), evidence=render_evidence(ev.stats),
         )
-    else:
-        user = prompts.ANALYST_BRANCH.format(
-            target=s.target, check_every=s.check_every, principles=render_principles(original),
-            n_evaluated=len(ev.cells), evidence=render_evidence(ev.stats),
-        )
-    messages: list = [SystemMessage(prompts.ANALYST_SYSTEM), HumanMessage(user)]
+    return prompts.ANALYST_BRANCH.format(
+        target=s.target, check_every=s.check_every, principles=render_principles(original),
+        n_evaluated=ev.n_cells, evidence=render_evidence(ev.stats),
+    )
+
+
+def llm_analysis(
+    ctx: RunContext, mode: Mode, current: list[Principle], original: list[Principle],
+    evidence: Evidence | None, recalled: list[dict], *, tuning: Tuning = TUNING,
+) -> AnalysisResult:
+    """The LLM analyst; falls back to the statistical one when the LLM fails or says nothing usable."""
+    s = ctx.settings
+    space = ctx.space
+    ev = evidence
+    fallback = statistical_analysis(ctx, mode, current, original, ev, recalled, tuning=tuning)
+    if ev is None:  # nothing to reason about but recalled principles
+        return fallback
+    messages: list = [SystemMessage(prompts.ANALYST_SYSTEM), HumanMessage(_prompt(ctx, mode, current, original, ev, recalled))]
     usage = Usage()
-    events: list[dict] = []
+    events: list[dict] = list(fallback.events)
     rounds = s.tool_rounds if s.tool_rounds is not None else (0 if s.llm == "local" else 1)
-    tools = {t.name: t for t in _tools(ctx, ev)}
+    tools = {t.name: t for t in _tools(ctx, ev, recalled)}
     try:
         for _ in range(rounds):
             msg = ctx.llm.invoke(messages, usage, tools=list(tools.values()))
@@ -410,24 +439,43 @@ def llm_analysis(ctx: RunContext, mode: Mode, current: list[Principle], original
         events.append({"event": "fallback", "node": "analyze", "error": res.error})
         fallback.events, fallback.usage = events, usage
         return fallback
-    kept, rejected = verify(res.value.principles, space, ev.stats, ev.label)
+    kept, rejected = verify(res.value.principles, space, ev, tuning=tuning)
     for r in rejected:
         events.append({"event": "rejected_claim", "node": "analyze", "reason": r["reason"]})
     if not kept:
         events.append({"event": "fallback", "node": "analyze", "error": "every principle was rejected"})
         fallback.events, fallback.usage, fallback.rejected = events, usage, rejected
         return fallback
+    kept, replaced = check_texts(kept, space, ev)
+    events += replaced
+    n_model = len(kept)
     if mode != "initial":
-        kept = merge_principles(kept, current)
+        kept = merge_principles(kept, current, decay=tuning.update_decay, tuning=tuning)
     # what the model left unsaid, the evidence says: its principles win wherever it spoke, the
-    # statistical ones fill the (position, choice) pairs it did not address
-    said = {(p.position, p.choice) for p in kept}
-    filled = [p for p in fallback.principles if (p.position, p.choice) not in said]
+    # statistical ones fill the (position, choice) pairs it did not address, restated so that no
+    # sentence claims a position the model spoke about
+    def said(p: Principle) -> bool:
+        return any(k.choice == p.choice and (k.position == p.position or "*" in (k.position, p.position)) for k in kept)
+
+    fresh_all, carried_all = fallback.principles[: fallback.fresh], fallback.principles[fallback.fresh:]
+    fresh = [p for p in fresh_all if not said(p)]
+    if len(fresh) < len(fresh_all):
+        fresh = share_statements(fresh, ev) if mode == "initial" else effect_statements(fresh, ev)
+    carried = restate_partial([p for p in carried_all if not said(p)], carried_all)
+    filled = fresh + carried
     by = ctx.llm.name + ("+statistics" if filled else "")
-    return AnalysisResult(kept + filled, rejected, events, usage, by=by, evidence_source=ev.label)
+    return AnalysisResult(kept + filled, rejected, events, usage, by=by, evidence_source=ev.label, fresh=n_model + len(fresh))
 
 
-def analyze(ctx: RunContext, mode: Mode, current: list[Principle], original: list[Principle]) -> AnalysisResult:
+def analyze(
+    ctx: RunContext, mode: Mode, current: list[Principle], original: list[Principle],
+    evidence: Evidence | None, recalled: list[dict], *, tuning: Tuning = TUNING,
+) -> AnalysisResult:
+    """This round's principles from this round's evidence (the source's before the first check,
+    this run's after) and, at the start, the principles recalled from the memory."""
     if ctx.llm is None:
-        return statistical_analysis(ctx, mode, current, original)
-    return llm_analysis(ctx, mode, current, original)
+        res = statistical_analysis(ctx, mode, current, original, evidence, recalled, tuning=tuning)
+    else:
+        res = llm_analysis(ctx, mode, current, original, evidence, recalled, tuning=tuning)
+    PrincipleSet(tuple(res.principles))  # never hand on a contradiction (raises PrincipleConflict)
+    return res

@@ -1,7 +1,7 @@
 """The planner: principles to a `SpaceFilter`, through a pydantic schema, validated in code.
 
-Options are ranked in code (principle weights, then evidence); the LLM chooses among them and may
-overrule the ranking. An invalid answer gets one repair turn that quotes the validation error,
+Options are ranked in code (principle weights, then the round's evidence, by
+`tools.evidence.rank_choices`); the LLM chooses among them and may overrule the ranking. An invalid answer gets one repair turn that quotes the validation error,
 then a fallback filter from the ranking. A filter smaller than the remaining budget is widened
 with the next-ranked options.
 """
@@ -17,13 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from archlore.memory.record import Principle
 from archlore.tools.errors import FilterError
-from archlore.tools.evidence import ChoiceStat
+from archlore.tools.evidence import ChoiceStat, Evidence, rank_choices
 from archlore.tools.spaces import SearchSpace, SpaceFilter
 
 from . import prompts
-from .analyst import principle_weights, render_principles
 from .context import RunContext
 from .llm import Usage, repair_messages
+from .principles import principle_weights, render_options, render_principles
+from .tuning import TUNING, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +64,7 @@ def rank_options(
     space: SearchSpace, principles: list[Principle], stats: list[list[ChoiceStat]] | None
 ) -> list[list[int]]:
     """Per position, choice ids best first: principle weight, then top count, then mean metric."""
-    w = principle_weights(space, principles)
-    out = []
-    for j, pos in enumerate(space.positions):
-        col = stats[j] if stats and stats[j] else None
-
-        def key(c: int, j: int = j, col: list[ChoiceStat] | None = col) -> tuple:
-            count = col[c].top_count if col else 0
-            mean = np.nan_to_num(col[c].mean_metric, nan=-1e18) if col else 0.0
-            return (-w[j][c], -count, -mean, c)
-
-        out.append(sorted(range(len(pos.choices)), key=key))
-    return out
+    return rank_choices(space, stats, principle_weights(space, principles))
 
 
 def widen(flt: SpaceFilter, ranking: list[list[int]], min_size: int) -> SpaceFilter:
@@ -123,41 +113,34 @@ def validate_reply(reply: BaseModel, space: SearchSpace, k: int, min_size: int) 
 
 def evidence_conflicts(
     space: SearchSpace, flt: SpaceFilter, ranking: list[list[int]], stats: list[list[ChoiceStat]] | None,
-    principles: list[Principle],
+    weights: list[list[float]], *, tuning: Tuning = TUNING,
 ) -> list[str]:
     """Positions where the filter drops the evidence's clear favourite and no principle avoids it."""
     if not stats:
         return []
-    w = principle_weights(space, principles)
     out = []
     for j, (pos, r) in enumerate(zip(space.positions, ranking)):
         if not stats[j]:
             continue
         best = stats[j][r[0]]
-        if best.choice_id not in flt.allowed[j] and best.top_share >= 0.4 and best.lift >= 2 and w[j][best.choice_id] >= 0:
+        if (best.choice_id not in flt.allowed[j] and best.top_share >= tuning.conflict_min_top_share
+                and best.lift >= tuning.conflict_min_lift and weights[j][best.choice_id] >= 0):
             out.append(f"{pos.name}: you dropped {best.choice}, which {best.top_share:.0%} of the top cells use "
                        f"(lift {best.lift:.1f})")
     return out
 
 
-def render_options(space: SearchSpace, ranking: list[list[int]], stats: list[list[ChoiceStat]] | None) -> str:
-    lines = []
-    for j, (pos, r) in enumerate(zip(space.positions, ranking)):
-        parts = []
-        for c in r:
-            s = stats[j][c] if stats and stats[j] else None
-            parts.append(f"{pos.choices[c]}" + (f" (top share {s.top_share:.0%}, lift {s.lift:.2f})" if s else ""))
-        lines.append(f"{pos.name}: " + ", ".join(parts))
-    return "\n".join(lines)
-
-
 def plan(
-    ctx: RunContext, principles: list[Principle], stats: list[list[ChoiceStat]] | None, min_size: int
+    ctx: RunContext, principles: list[Principle], evidence: Evidence | None, min_size: int, *,
+    tuning: Tuning = TUNING,
 ) -> PlanResult:
+    """A filter for this round from its principles and its evidence (computed once by the graph)."""
     space, k = ctx.space, ctx.settings.max_choices
-    ranking = rank_options(space, principles, stats)
+    stats = evidence.stats if evidence is not None else None
+    weights = principle_weights(space, principles)
+    ranking = rank_choices(space, stats, weights)
     has_stats = [bool(stats and stats[j]) for j in range(len(space.positions))]
-    fallback = ranked_filter(ranking, k, principle_weights(space, principles), has_stats)
+    fallback = ranked_filter(ranking, k, weights, has_stats)
     how, note = "statistics", ""
     events: list[dict] = []
     usage = Usage()
@@ -180,7 +163,7 @@ def plan(
                 if res.value is not None:
                     try:
                         flt = validate_reply(res.value, space, k, min_llm)
-                        conflicts = evidence_conflicts(space, flt, ranking, stats, principles)
+                        conflicts = evidence_conflicts(space, flt, ranking, stats, weights, tuning=tuning)
                         if conflicts and attempt == 0:
                             # one chance to reconsider; a model that insists overrules the evidence
                             raise FilterError("; ".join(conflicts) + ". Keep these choices, or answer the same again if you are sure")

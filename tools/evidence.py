@@ -1,19 +1,25 @@
 """The statistics the analyst asks for: what top architectures of a task have in common.
 
 Pure functions over a list of (architecture, metric) pairs, so they work for a source table,
-for the evaluations of the current run and for any user space.
+for the evaluations of the current run and for any user space. `Evidence` bundles the statistics
+of one round (computed once, serialisable, so it travels in the graph state); `rank_choices` is the
+one ranking of options by evidence that the analyst, the planner and the frequency prior share.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
 from .errors import ConfigError
 from .spaces import Arch, SearchSpace, SpaceFilter
 from .tables import Table
+
+Cells = Sequence[tuple[Arch, float]]
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,20 @@ class ChoiceStat:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
+@dataclass(frozen=True)
+class ChoiceEffect:
+    """How cells with a choice at a position score against the cells without it."""
+
+    position: str
+    choice: str
+    choice_id: int
+    n_with: int
+    n_cells: int
+    mean_with: float
+    mean_without: float
+    effect: float  # (mean_with - mean_without) / std of all cells
+
+
 def top_cells(table: Table, task: str, n: int) -> list[tuple[Arch, float]]:
     idx = table.ranked(task)[:n]
     return [(table.space.from_index(int(i)), float(table.valid[task][i])) for i in idx]
@@ -41,9 +61,7 @@ def all_cells(table: Table, task: str) -> list[tuple[Arch, float]]:
     return [(table.space.from_index(int(i)), float(v[i])) for i in np.flatnonzero(~np.isnan(v))]
 
 
-def choice_stats(
-    space: SearchSpace, cells: Sequence[tuple[Arch, float]], n_top: int
-) -> list[list[ChoiceStat]]:
+def choice_stats(space: SearchSpace, cells: Cells, n_top: int) -> list[list[ChoiceStat]]:
     """Per position, per choice: share among the top `n_top` cells vs all `cells`, mean metric."""
     if not cells:
         return [[] for _ in space.positions]
@@ -69,25 +87,58 @@ def choice_stats(
     return out
 
 
-def ranked_choices(stats: list[list[ChoiceStat]]) -> list[list[int]]:
-    """Per position, choice ids best first: by count among the top, then by mean metric."""
+def choice_effects(space: SearchSpace, cells: Cells) -> list[ChoiceEffect]:
+    """Every (position, choice) that some but not all cells have: its standardised mean difference."""
+    if len(cells) < 2:
+        return []
+    archs = np.array([a for a, _ in cells])
+    m = np.array([v for _, v in cells])
+    sd = float(m.std()) or 1.0
+    out = []
+    for j, pos in enumerate(space.positions):
+        for c, name in enumerate(pos.choices):
+            mask = archs[:, j] == c
+            n = int(mask.sum())
+            if n == 0 or n == len(cells):
+                continue
+            with_, without = float(m[mask].mean()), float(m[~mask].mean())
+            out.append(ChoiceEffect(pos.name, name, c, n, len(cells), with_, without, (with_ - without) / sd))
+    return out
+
+
+def rank_column(
+    n_choices: int, col: Sequence[ChoiceStat] | None = None, weights: Sequence[float] | None = None
+) -> list[int]:
+    """One position's choice ids best first: by weight (if given), then count among the top cells,
+    then mean metric, then id. Without statistics: by weight and id alone."""
+
+    def key(c: int) -> tuple:
+        count = col[c].top_count if col else 0
+        mean = np.nan_to_num(col[c].mean_metric, nan=-1e18) if col else 0.0
+        return (-(weights[c] if weights is not None else 0.0), -count, -mean, c)
+
+    return sorted(range(n_choices), key=key)
+
+
+def rank_choices(
+    space: SearchSpace, stats: list[list[ChoiceStat]] | None = None, weights: Sequence[Sequence[float]] | None = None
+) -> list[list[int]]:
+    """The ranking of options by evidence (and principle weights) that every proposer shares."""
     return [
-        [s.choice_id for s in sorted(col, key=lambda s: (-s.top_count, -np.nan_to_num(s.mean_metric, nan=-1e18)))]
-        for col in stats
+        rank_column(len(pos.choices), stats[j] if stats and stats[j] else None, weights[j] if weights is not None else None)
+        for j, pos in enumerate(space.positions)
     ]
 
 
-def frequency_filter(
-    space: SearchSpace, cells: Sequence[tuple[Arch, float]], *, k: int, top_n: int
-) -> SpaceFilter:
+def frequency_filter(space: SearchSpace, cells: Cells, *, k: int, top_n: int) -> SpaceFilter:
     """The trivial prior: per position, the k most frequent choices among the top-N cells."""
     if k < 1:
         raise ConfigError("k must be at least 1")
-    ranking = ranked_choices(choice_stats(space, cells, top_n))
+    ranking = rank_choices(space, choice_stats(space, cells, top_n))
     return SpaceFilter(tuple(tuple(r[:k]) for r in ranking)).check(space)
 
 
-def filter_stats(space: SearchSpace, flt: SpaceFilter, cells: Sequence[tuple[Arch, float]]) -> dict:
+def filter_stats(space: SearchSpace, flt: SpaceFilter, cells: Cells) -> dict:
     """Size of a candidate filter and how the given cells inside it compare with all of them."""
     inside = [m for a, m in cells if flt.contains(a)]
     allm = [m for _, m in cells]
@@ -100,3 +151,65 @@ def filter_stats(space: SearchSpace, flt: SpaceFilter, cells: Sequence[tuple[Arc
         "best_overall": max(allm) if allm else None,
         "mean_overall": float(np.mean(allm)) if allm else None,
     }
+
+
+def _num(x: float) -> float | None:
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def _unnum(x: float | None) -> float:
+    return float("nan") if x is None else x
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The statistics of one round, over the source task's cells or over this run's evaluations.
+
+    It holds statistics, not cells, so it stays small in the graph state and in checkpoints; the
+    cells it was computed over are `n_cells` source cells (`SourceView.all_cells(task)`) or the
+    first `n_cells` evaluations of the run (the ledger), both fixed once the round has begun.
+    `to_json`/`from_json` round-trip exactly (floats as JSON numbers, NaN as null).
+    """
+
+    label: str  # how texts name the data, e.g. "source cifar10" or "target cifar100 (this run)"
+    origin: Literal["source", "run"]
+    task: str
+    n_cells: int
+    n_top: int
+    stats: list[list[ChoiceStat]]
+    shown: list[tuple[Arch, float]]  # the best cells, rendered to the LLM as layer lists
+    effects: list[ChoiceEffect] = field(default_factory=list)  # run evidence only
+
+    @classmethod
+    def compute(
+        cls, space: SearchSpace, cells: Cells, *, label: str, origin: Literal["source", "run"], task: str,
+        n_top: int, shown: Cells, effects: bool = False,
+    ) -> Evidence:
+        return cls(
+            label, origin, task, len(cells), n_top, choice_stats(space, cells, n_top),
+            [(tuple(a), float(m)) for a, m in shown], choice_effects(space, cells) if effects else [],
+        )
+
+    def stat(self, position: str, choice: str) -> ChoiceStat | None:
+        for col in self.stats:
+            if col and col[0].position == position:
+                return next((s for s in col if s.choice == choice), None)
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label, "origin": self.origin, "task": self.task, "n_cells": self.n_cells,
+            "n_top": self.n_top,
+            "stats": [[{**asdict(s), "mean_metric": _num(s.mean_metric)} for s in col] for col in self.stats],
+            "shown": [[list(a), m] for a, m in self.shown],
+            "effects": [asdict(e) for e in self.effects],
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Evidence:
+        return cls(
+            raw["label"], raw["origin"], raw["task"], raw["n_cells"], raw["n_top"],
+            [[ChoiceStat(**{**s, "mean_metric": _unnum(s["mean_metric"])}) for s in col] for col in raw["stats"]],
+            [(tuple(a), m) for a, m in raw["shown"]],
+            [ChoiceEffect(**e) for e in raw.get("effects", [])],
+        )
