@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -54,12 +55,45 @@ def completion(name: str | None, arguments: str | None = None, content: str | No
     }
 
 
-class FakeOpenAI:
-    """An OpenAI-compatible HTTP server on 127.0.0.1 answering from a script of (status, body)."""
+Check = Callable[[dict], None]  # asserts on the JSON body of one request
 
-    def __init__(self, script: list[tuple[int, dict]]) -> None:
+
+def message_text(request: dict, *, role: str | None = None) -> str:
+    """The contents of a chat request's messages (of one role), joined."""
+    parts = []
+    for m in request.get("messages", []):
+        if role is None or m.get("role") == role:
+            c = m.get("content")
+            parts.append(c if isinstance(c, str) else json.dumps(c))
+    return "\n".join(parts)
+
+
+def expect(*needles: str, role: str | None = None, last: bool = False, absent: tuple[str, ...] = ()) -> Check:
+    """A check that the request's messages (of `role`, or only the last message) contain every
+    needle and none of `absent`."""
+
+    def check(request: dict) -> None:
+        text = message_text({"messages": request["messages"][-1:]} if last else request, role=role)
+        missing = [n for n in needles if n not in text]
+        assert not missing, f"prompt lacks {missing!r}; it was: {text[-1500:]!r}"
+        present = [n for n in absent if n in text]
+        assert not present, f"prompt should not contain {present!r}"
+
+    return check
+
+
+class FakeOpenAI:
+    """An OpenAI-compatible HTTP server on 127.0.0.1 answering from a script.
+
+    A script item is `(status, body)` or `(status, body, check)`: `check(request)` asserts on the
+    request that item answers. Failed checks are collected (the handler thread cannot fail the
+    test) and raised when the server closes, with the request's position in the script.
+    """
+
+    def __init__(self, script: list[tuple]) -> None:
         self.script = list(script)
         self.requests: list[dict] = []
+        self.failures: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,7 +103,13 @@ class FakeOpenAI:
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append(body)
-                status, payload = outer.script.pop(0) if outer.script else (500, {"error": {"message": "script exhausted"}})
+                item = outer.script.pop(0) if outer.script else (500, {"error": {"message": "script exhausted"}})
+                status, payload = item[0], item[1]
+                if len(item) > 2:
+                    try:
+                        item[2](body)
+                    except AssertionError as exc:
+                        outer.failures.append(f"request {len(outer.requests)}: {exc}")
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -88,6 +128,8 @@ class FakeOpenAI:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+        if exc_type is None and self.failures:
+            raise AssertionError("the fake server's checks failed:\n" + "\n".join(self.failures))

@@ -21,7 +21,7 @@ from archlore.tools.source_view import SourceView
 from archlore.tools.tables import load_nb201
 
 from .conftest import DATA, needs_data
-from .scripted import FakeOpenAI, ScriptedChatModel, completion, tool_answer
+from .scripted import FakeOpenAI, ScriptedChatModel, completion, expect, tool_answer
 
 FAST = LLMSettings(retries=3, backoff_min=0.01, backoff_max=0.05, timeout=10)
 GOOD_ANALYST = {"principles": [
@@ -63,7 +63,7 @@ def test_llm_analyst_checks_every_claim():
     ]}
     model = ScriptedChatModel(script=[AIMessage("no tools needed"), tool_answer("AnalystReply", reply)])
     ctx = _ctx(LLM(model, "scripted", FAST))
-    res = analyst.analyze(ctx, "initial", [], [])
+    res = analyst.analyze(ctx, "initial", [], [], analyst.source_evidence(ctx), [])
     # the model's surviving principles come first, the evidence fills what it left unsaid
     assert [(p.position, p.choice) for p in res.principles[:2]] == [("edge1<-0", "nor_conv_3x3"), ("edge3<-0", "skip_connect")]
     assert res.principles[0].text.startswith("3x3 convolutions") and res.by == "scripted+statistics"
@@ -79,7 +79,8 @@ def test_llm_analyst_repairs_then_falls_back():
     model = ScriptedChatModel(script=[
         AIMessage("thinking"), tool_answer("AnalystReply", "{not json"), tool_answer("AnalystReply", {"principles": []}),
     ])
-    res = analyst.analyze(_ctx(LLM(model, "scripted", FAST)), "initial", [], [])
+    ctx = _ctx(LLM(model, "scripted", FAST))
+    res = analyst.analyze(ctx, "initial", [], [], analyst.source_evidence(ctx), [])
     kinds = [e["event"] for e in res.events]
     assert kinds == ["repair", "fallback"] and res.by == "statistics" and res.principles
     # the repair turn quotes the error back to the model
@@ -92,14 +93,14 @@ def test_planner_validation_repair_and_fallback():
         tool_answer("PlannerReply", {"edge1<-0": ["nor_conv_3x3", "skip_connect", "none"]}),  # positions missing
         tool_answer("PlannerReply", {p.name: ["nor_conv_3x3"] for p in load_nb201(str(DATA)).space.positions}),  # too small
     ]), "scripted", FAST))
-    stats = analyst.source_evidence(ctx).stats
-    res = planner.plan(ctx, [], stats, min_size=20)
+    ev = analyst.source_evidence(ctx)
+    res = planner.plan(ctx, [], ev, min_size=20)
     assert res.how == "fallback" and [e["event"] for e in res.events] == ["repair", "fallback"]
     assert res.filter.size() >= 20 and all(1 <= len(a) <= 2 for a in res.filter.allowed)
     ok = {**{p.name: ["nor_conv_3x3", "avg_pool_3x3"] for p in ctx.space.positions}, "note": "pools"}
     model = ScriptedChatModel(script=[tool_answer("PlannerReply", ok), tool_answer("PlannerReply", ok)])
     ctx.llm = LLM(model, "scripted", FAST)
-    res = planner.plan(ctx, [], stats, min_size=20)
+    res = planner.plan(ctx, [], ev, min_size=20)
     # dropping the evidence's clear favourite (skip_connect on edge3<-0, in 100% of the top cells)
     # gets one question back; a model that insists overrules the evidence, and the record says so
     assert "you dropped skip_connect" in model.seen[1][-1].content
@@ -108,7 +109,7 @@ def test_planner_validation_repair_and_fallback():
     # without such a conflict the answer is taken as it is, even against the ranking's order
     alt = {p.name: ["nor_conv_3x3", "skip_connect" if p.name == "edge3<-0" else "avg_pool_3x3"] for p in ctx.space.positions}
     ctx.llm = LLM(ScriptedChatModel(script=[tool_answer("PlannerReply", alt)]), "scripted", FAST)
-    res = planner.plan(ctx, [], stats, min_size=20)
+    res = planner.plan(ctx, [], ev, min_size=20)
     assert res.how == "llm" and res.filter.allowed[5] == (3, 4) and not res.events
 
 
@@ -171,15 +172,18 @@ def test_fake_openai_server_end_to_end():
     empty = {n: [] if i == 0 else ["nor_conv_3x3", "skip_connect"] for i, n in enumerate(names)}
     too_many = {n: ["nor_conv_3x3", "skip_connect", "none"] for n in names}
     good_plan = {n: ["nor_conv_3x3", "skip_connect"] for n in names}
+    # each reply checks the request it answers: what the agents put in their prompts
+    source_evidence = expect("arch_1 = [", "edge3<-0: skip_connect (top share 100%, share 20%, lift 5.00)", role="user")
     script = [
         (429, {"error": {"message": "rate limited"}}),
-        (200, completion("choice_counts", json.dumps({"position": "edge1<-0"}))),
+        (200, completion("choice_counts", json.dumps({"position": "edge1<-0"})), source_evidence),
         (200, completion("AnalystReply", '{"principles": [{"text": "oops"')),  # malformed JSON
-        (200, completion("AnalystReply", json.dumps(bad_op))),  # repaired; one unknown op
-        (200, completion("PlannerReply", json.dumps(empty))),  # empty position
-        (200, completion("PlannerReply", json.dumps(too_many))),  # too many choices -> fallback
+        (200, completion("AnalystReply", json.dumps(bad_op)), expect("not valid JSON", last=True)),  # one unknown op
+        (200, completion("PlannerReply", json.dumps(empty)),  # empty position
+         expect("Options per position", "edge3<-0: skip_connect (top share 100%", "3x3 convolutions", role="user")),
+        (200, completion("PlannerReply", json.dumps(too_many)), expect("rejected: invalid fields: edge1<-0", "at least 1 item", last=True)),
         (500, {"error": {"message": "boom"}}),
-        (200, completion(None, content="I have enough evidence.")),
+        (200, completion(None, content="I have enough evidence."), expect("has improved", "out of 5 evaluated", role="user")),
         (200, completion("AnalystReply", json.dumps(GOOD_ANALYST))),
         (200, completion("PlannerReply", json.dumps(good_plan))),
     ]
