@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table as RichTable
 
-from archlore.tools.errors import ArchloreError
+from archlore.tools.errors import ArchloreError, ConfigError
 
 app = typer.Typer(
     help="archlore: LLM agents that learn architecture design principles and transfer them across tasks.",
@@ -67,20 +68,20 @@ class _Progress:
 
 @app.command()
 def run(
-    space: Annotated[str, typer.Option(help="nb201, tnb101, or a .yaml/.json space file")] = "nb201",
-    target: Annotated[str, typer.Option(help="target task (dataset or table column), e.g. cifar100 or digits")] = "cifar100",
-    source: Annotated[Optional[str], typer.Option(help="source task the principles are learned from; 'none' for no source")] = "cifar10",
-    budget: Annotated[int, typer.Option(help="evaluations (unique architectures) to spend")] = 20,
-    llm: Annotated[str, typer.Option(help="none | local | openai:MODEL | openai:MODEL@BASE_URL")] = "none",
-    seed: Annotated[int, typer.Option()] = 0,
-    executor: Annotated[str, typer.Option(help="tabular (look up a benchmark table) or train (train each candidate)")] = "tabular",
-    strategy: Annotated[str, typer.Option(help="search inside the filter: guided-rea, rea or random")] = "guided-rea",
+    space: Annotated[Optional[str], typer.Option(help="nb201, tnb101, or a .yaml/.json space file  [default: nb201]")] = None,
+    target: Annotated[Optional[str], typer.Option(help="target task (dataset or table column), e.g. cifar100 or digits  [default: cifar100]")] = None,
+    source: Annotated[Optional[str], typer.Option(help="source task the principles are learned from; 'none' for no source  [default: cifar10]")] = None,
+    budget: Annotated[Optional[int], typer.Option(help="evaluations (unique architectures) to spend  [default: 20]")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="none | local | openai:MODEL | openai:MODEL@BASE_URL  [default: none]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="[default: 0]")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="tabular (look up a benchmark table) or train (train each candidate)  [default: tabular]")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="search inside the filter: guided-rea, rea or random  [default: guided-rea]")] = None,
     data: Annotated[Optional[str], typer.Option(help="benchmark data dir (default $ARCHLORE_DATA, else ../shared/data)")] = None,
     table: Annotated[Optional[str], typer.Option(help="a CSV of results for a user space (encoding column 'arch')")] = None,
     memory: Annotated[Optional[str], typer.Option(help="principle memory: a path, an http:// Chroma server, or 'off' (default: the per-user store)")] = None,
-    embedding: Annotated[str, typer.Option(help="memory embedding: minilm or hash")] = "minilm",
-    run_id: Annotated[Optional[str], typer.Option("--run-id", help="name of the run (default: derived from the settings and time)")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="continue the run with this id (after a crash or kill)")] = None,
+    embedding: Annotated[Optional[str], typer.Option(help="memory embedding: minilm or hash  [default: minilm]")] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="name of the run: letters, digits, '.', '_', '-' (default: derived from the settings and time)")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="continue the run with this id (after a crash or kill); takes only --runs-dir, --out and -q")] = None,
     out: Annotated[Optional[Path], typer.Option(help="also write the run record to this JSON file")] = None,
     runs_dir: Annotated[Optional[Path], typer.Option(help="where runs live (default $ARCHLORE_RUNS, else ./runs)")] = None,
     warmup: Annotated[Optional[int], typer.Option(help="evaluations before the first check (LAPT: 5 nb201, 10 tnb101)")] = None,
@@ -98,33 +99,65 @@ def run(
     from .context import RunSettings
     from .runner import new_run_id, run_persistent
 
+    given = {k: v for k, v in locals().items() if k not in {"resume", "out", "runs_dir", "quiet", "RunSettings", "new_run_id", "run_persistent"} and v is not None}
     try:
+        _check_out(out)
         if resume:
-            settings = RunSettings(run_id=resume, space=space, target=target, source=None)
-            progress = None if quiet else _Progress(budget)
+            if given:
+                raise ConfigError(
+                    f"--resume continues run {resume!r} with its own settings; drop "
+                    f"{', '.join('--' + k.replace('_', '-') for k in given)} (start a new run to change them)"
+                )
+            settings = RunSettings(run_id=resume, source=None)
         else:
-            src = None if source in (None, "", "none") else source
+            space = space or "nb201"
+            target = target or "cifar100"
+            src = "cifar10" if source is None else (None if source in ("", "none") else source)
+            options = {k: v for k, v in given.items() if k not in {"space", "target", "source", "run_id"}}
             settings = RunSettings(
-                run_id=run_id or new_run_id({"space": Path(space).stem, "target": target, "seed": seed}),
-                space=space, target=target, source=src, budget=budget, llm=llm, seed=seed,
-                executor=executor, strategy=strategy, data=data, table=table, memory=memory,
-                embedding=embedding, warmup=warmup, check_every=check_every, top_k=top_k,
-                max_choices=max_choices, task_description=task_description, train_epochs=train_epochs,
-                tool_rounds=tool_rounds, llm_timeout=llm_timeout, llm_retries=llm_retries,
+                run_id=run_id or new_run_id({"space": Path(space).stem, "target": target, "seed": seed or 0}),
+                space=space, target=target, source=src, **options,
             )
-            progress = None if quiet else _Progress(budget)
+        progress = None if quiet else _Progress(settings.budget)
         if progress:
             with progress.live:
                 record, run_dir = run_persistent(settings, root=runs_dir, resume=bool(resume), on_event=progress)
         else:
             record, run_dir = run_persistent(settings, root=runs_dir, resume=bool(resume))
+        if out:
+            _write_out(out, record)
     except ArchloreError as exc:
         _fail(exc)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=2))
+    except KeyboardInterrupt:
+        rid = resume or settings.run_id
+        where = f" --runs-dir {runs_dir}" if runs_dir else ""
+        err.print(f"interrupted: finished evaluations are saved; continue with `archlore run --resume {rid}{where}`",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     _print_summary(record)
     console.print(f"record: {run_dir / 'record.json'}" + (f" and {out}" if out else ""), highlight=False)
+
+
+def _check_out(out: Path | None) -> None:
+    """Refuse an --out that cannot be written before the run spends anything."""
+    if out is None:
+        return
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory: give a file path, e.g. {out / 'record.json'}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: {out.parent} is not a directory")
+
+
+def _write_out(out: Path, record: dict) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.replace(out)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write --out {out} ({exc.strerror or exc}); the record is safe in the run's folder"
+        ) from None
 
 
 def _print_summary(rec: dict) -> None:
@@ -194,8 +227,18 @@ def main() -> None:  # pragma: no cover - console entry
     try:
         app()
     except ArchloreError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in a file
+        import tempfile
+        import traceback
+
+        fd, path = tempfile.mkstemp(prefix="archlore-crash-", suffix=".txt")
+        with os.fdopen(fd, "w") as fh:
+            traceback.print_exc(file=fh)
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {str(exc)[:200]} (a bug in archlore; "
+                  f"the traceback is in {path})", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 _mount_memory()

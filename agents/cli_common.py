@@ -11,5 +11,5 @@ err = Console(stderr=True)
 
 def fail(exc: Exception) -> None:
     """Print `exc` as one line on stderr and exit with status 2 (bad input, everywhere)."""
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)

@@ -4,6 +4,7 @@ context through which infrastructure reaches the graph's nodes and tools."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ class RunSettings:
         ):
             if getattr(self, name) is None:
                 setattr(self, name, default)
-        if self.budget < 1:
+        if not isinstance(self.budget, int) or isinstance(self.budget, bool) or self.budget < 1:
             raise ConfigError("--budget must be at least 1")
         if self.source is not None and self.source == self.target:
             raise ConfigError(
@@ -75,8 +76,22 @@ class RunSettings:
         if self.strategy not in {"guided-rea", "rea", "random"}:
             raise ConfigError(f"unknown --strategy {self.strategy!r}: use guided-rea, rea or random")
         parse_llm(self.llm)  # fail before anything is created
-        if self.check_every < 1 or self.warmup < 1 or self.max_choices < 1:
-            raise ConfigError("warm-up, check interval and max choices must be at least 1")
+        for name in ("warmup", "check_every", "max_choices", "top_k", "population", "tournament", "top_n", "show_n"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+        if self.tournament > self.population:
+            raise ConfigError(f"the tournament ({self.tournament}) cannot be larger than the population ({self.population})")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"--seed must be a whole number of at least 0, got {self.seed!r}")
+        for name, low in (("train_epochs", 1), ("tool_rounds", 0), ("llm_retries", 0)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < low):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of at least {low}, got {value!r}")
+        if self.llm_timeout is not None and not (self.llm_timeout > 0 and math.isfinite(self.llm_timeout)):
+            raise ConfigError(f"--llm-timeout must be a positive number of seconds, got {self.llm_timeout!r}")
+        if self.embedding not in {"minilm", "hash"}:
+            raise ConfigError(f"unknown --embedding {self.embedding!r}: use minilm or hash")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -243,8 +243,12 @@ def execute(
     table: Table | None = None,
     resume: bool = False,
     use_llm_spec: bool = True,
+    prune: Callable[[], None] | None = None,
 ) -> dict:
-    """Run (or, with `resume`, continue) the graph and return the run record."""
+    """Run (or, with `resume`, continue) the graph and return the run record.
+
+    `prune` is called after every step (run_persistent passes `checkpoint_pruner`).
+    """
     with ExitStack() as stack:
         ctx = build_context(
             settings, ledger or Ledger(None), stack, llm=llm, memory=memory, on_event=on_event,
@@ -265,11 +269,39 @@ def execute(
         else:
             # durability="sync": each step's checkpoint is on disk before the next step starts,
             # so a kill -9 loses at most the step in flight (whose evaluations the ledger keeps)
-            state = graph.invoke(
+            for _ in graph.stream(
                 None if resume and snapshot.values else initial_state(settings), config, context=ctx,
-                durability="sync",
-            )
+                durability="sync", stream_mode="updates",
+            ):
+                if prune is not None:
+                    prune()
+            state = graph.get_state(config).values
         return build_record(ctx, state)
+
+
+KEEP_CHECKPOINTS = 4
+
+
+def checkpoint_pruner(conn: sqlite3.Connection, thread_id: str, keep: int = KEEP_CHECKPOINTS) -> Callable[[], None]:
+    """Drop all but the newest `keep` checkpoints of a run after each step.
+
+    Resume needs only the newest checkpoint (and its pending writes); the run's history is in the
+    ledger. So checkpoints.db stays a few hundred kB however long the run is. Checkpoint ids are
+    time-ordered (uuid6), so "newest" is the largest id.
+    """
+
+    def prune() -> None:
+        with conn:
+            row = conn.execute(
+                "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' "
+                "ORDER BY checkpoint_id DESC LIMIT 1 OFFSET ?", (thread_id, keep - 1),
+            ).fetchone()
+            if row is None:
+                return
+            for table in ("writes", "checkpoints"):
+                conn.execute(f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id < ?", (thread_id, row[0]))
+
+    return prune
 
 
 @contextmanager
@@ -397,7 +429,15 @@ def run_persistent(
                 settings.created = settings.created or time.strftime("%Y-%m-%dT%H:%M:%S")
                 settings.save(run_dir / "settings.json")
             with ExitStack() as stack:
-                ledger = Ledger(run_dir / "ledger.db")
+                if resume and not (run_dir / "ledger.db").is_file():
+                    raise DataError(
+                        f"{run_dir / 'ledger.db'} is missing: this run's evaluations are gone from its folder; "
+                        "nothing was changed (restore ledger.db, or read the record with `archlore show`)"
+                    )
+                try:
+                    ledger = Ledger(run_dir / "ledger.db")
+                except ArchloreError as exc:
+                    raise DataError(f"the run's ledger is damaged: {exc}".replace("; pass another path", "")) from None
                 stack.callback(ledger.close)
                 done = ledger.evaluations(settings.run_id)
                 started = bool(done)
@@ -408,13 +448,15 @@ def run_persistent(
                 memory = open_memory(settings)
                 if memory is not None:
                     stack.callback(memory.close)
+                saver = SqliteSaver(conn)
+                saver.setup()
                 record = execute(
-                    settings, ledger=ledger, checkpointer=SqliteSaver(conn), memory=memory,
-                    on_event=on_event, resume=resume,
+                    settings, ledger=ledger, checkpointer=saver, memory=memory,
+                    on_event=on_event, resume=resume, prune=checkpoint_pruner(conn, settings.run_id),
                 )
                 started = True
                 write_record(run_dir, record)
-    except ArchloreError:
+    except BaseException:  # a bug or Ctrl-C before the first evaluation leaves nothing behind either
         if not resume and not started:
             _remove_created(run_dir, before, made_dir)
         raise
