@@ -252,6 +252,21 @@ def hostile_cli(n: int, data: Path, *, seed: int = 0, in_process: bool = True) -
 
 
 # ---------------------------------------------------------------------------------------------
+def _code_version() -> str:
+    """`, code at <commit>` of the archlore that runs, when it is a git checkout."""
+    import archlore.agents
+
+    where = Path(archlore.agents.__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f", code at {rev}{' + local changes' if dirty else ''}" if rev else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=50, help="SIGKILLs to attempt in all")
@@ -271,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="archlore-crash-") as t:
         runs = Path(t) / "runs"
         base = run_with_kills("whole", runs, data, [], budget=a.budget, seed=a.seed)
-        say(f"# Crash suite\n\nNB201 cifar100 <- cifar10, budget {a.budget}, seed {a.seed}, `--llm none --memory off`.\n")
+        say(f"# Crash suite\n\nNB201 cifar100 <- cifar10, budget {a.budget}, seed {a.seed}, `--llm none --memory off`"
+            f"{_code_version()}.\n")
         say(f"Uninterrupted run: {len(base.sequence)} evaluations, checkpoints {base.checkpoint_bytes / 1024:.0f} KiB.\n")
         say("| run | kills planned | landed | restarts | same sequence | checkpoints KiB |")
         say("|---|---|---|---|---|---|")

@@ -178,3 +178,9 @@ def test_bad_lapt_json_gives_one_line_data_error(tmp_path, body, needle):
 def test_lapt_json_partial_table_knows_its_cells(tmp_path):
     t = load_lapt_json(str(_lapt_dir(tmp_path, {})))
     assert t.n_known("cifar10") == 1 and list(t.known("cifar10")) == [0]
+
+
+def test_lapt_json_huge_integer_is_not_a_finite_number(tmp_path):
+    d = _lapt_dir(tmp_path, {"cifar100": '{"%s": {"val_acc_200": 1%s, "test_acc_200": 2}}' % (CELL, "0" * 400)})
+    with pytest.raises(DataError, match="not a finite number"):
+        load_lapt_json(str(d))

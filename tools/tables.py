@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +150,7 @@ def _number(text: str | None, where: str) -> float:
         value = float(text)
     except ValueError:
         raise DataError(f"{where}: {text[:40]!r} is not a number (leave the field empty for no result)") from None
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         raise DataError(f"{where}: {text[:40]!r} is not a finite number")
     return value
 
@@ -239,9 +240,13 @@ def _read_json(path: Path) -> object:
 def _json_number(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataError(f"{where}: {json.dumps(value, default=str)[:40]} is not a number")
-    if not np.isfinite(value):
-        raise DataError(f"{where}: {value} is not a finite number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise DataError(f"{where}: {str(value)[:40]} is not a finite number")
+    return number
 
 
 @functools.lru_cache(maxsize=8)
