@@ -33,6 +33,7 @@ def bench(
     data: Annotated[Optional[str], typer.Option(help="benchmark data dir (default $ARCHLORE_DATA, else ../shared/data)")] = None,
     llm: Annotated[Optional[str], typer.Option(help="LLM for strategy agent: none | local | openai:MODEL[@URL]")] = None,
     memory: Annotated[Optional[str], typer.Option(help="agent strategy: recall from a copy of the memory at PATH, read-only (default: no memory)")] = None,
+    agent_strategy: Annotated[Optional[str], typer.Option(help="agent strategy: the search inside its filters, guided-rea (default), rea or random")] = None,
     allow_target_in_memory: Annotated[bool, typer.Option("--allow-target-in-memory", help="run even if the memory's provenance names a target (or is unknown)")] = False,
 ) -> None:
     """Benchmark strategies x targets x sources x seeds; writes JSON, a markdown table and a plot.
@@ -42,7 +43,7 @@ def bench(
     """
     from archlore.benchmarks.harness import run_bench
 
-    options: dict = {k: v for k, v in {"llm": llm, "memory": memory}.items() if v is not None}
+    options: dict = {k: v for k, v in {"llm": llm, "memory": memory, "agent_strategy": agent_strategy}.items() if v is not None}
     if allow_target_in_memory:
         options["allow_target_in_memory"] = True
     try:
