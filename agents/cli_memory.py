@@ -1,8 +1,11 @@
-"""``archlore memory ...``: look into the principle memory, search it, move it, prune it.
+"""``archlore memory ...``: look into the principle memory, search it, move it, prune it, migrate it.
 
 Every command takes ``--memory`` (a folder or ``http://host:port``; env ``ARCHLORE_MEMORY``),
 ``--embedding`` and ``--json`` (machine-readable output on stdout). Errors are one line on stderr
-and a non-zero exit status.
+and exit status 2 (bad input, as everywhere in the CLI).
+
+``archlore`` imports this module at startup, so it imports nothing heavy itself: Chroma, NumPy and
+the embedding model load inside the commands that need them, and ``archlore --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,18 +16,20 @@ from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from archlore.memory.store import PrincipleStore, default_location, open_store
+from archlore.memory.location import default_location
 from archlore.tools.errors import ArchloreError
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from archlore.memory.store import PrincipleStore
+
 memory_app = typer.Typer(
-    help="The principle memory: list, show, query, export, import, forget.",
+    help="The principle memory: list, show, query, export, import, forget, migrate.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -62,21 +67,35 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _errors_as_one_line(fn: F) -> F:
-    """archlore's own errors become one line on stderr and exit status 1, never a traceback."""
+    """archlore's own errors become one line on stderr and exit status 2, never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ArchloreError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def _open(memory: str | None, embedding: EmbeddingChoice | None) -> PrincipleStore:
+    from archlore.memory.store import open_store
+
     return open_store(memory or default_location(), embedding=embedding.value if embedding else "auto")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def _print_json(obj: Any) -> None:
@@ -87,7 +106,13 @@ def _fmt_metric(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _from_data(tasks: list[str]) -> str:
+    return "from data: " + ", ".join(tasks)
+
+
 def _table(records: list[dict[str, Any]], *, similarity: bool = False) -> Table:
+    from rich.table import Table
+
     table = Table(show_lines=False, header_style="bold")
     table.add_column("id", style="cyan", no_wrap=True)
     if similarity:
@@ -99,17 +124,17 @@ def _table(records: list[dict[str, Any]], *, similarity: bool = False) -> Table:
     table.add_column("best", justify="right")
     table.add_column("principle")
     for r in records:
-        row = [escape(r["id"])]
+        row = [_esc(r["id"])]
         if similarity:
             row.append(f"{r['similarity']:.3f}")
         effect_style = "green" if r["direction"] == "prefer" else "red"
         row += [
-            escape(f"{r['space']}/{r['task']}"),
-            f"[{effect_style}]{r['direction']}[/] " + escape(f"{r['choice']} @ {r['position']}"),
+            _esc(f"{r['space']}/{r['task']}"),
+            f"[{effect_style}]{r['direction']}[/] " + _esc(f"{r['choice']} @ {r['position']}"),
             f"{r['confidence']:.2f}",
             str(r["count"]),
             _fmt_metric(r["best_metric"]),
-            escape(r["text"]),
+            _esc(r["text"]) + f"\n[dim]{_esc(_from_data(r['data_tasks']))}[/]",
         ]
         table.add_row(*row)
     return table
@@ -125,19 +150,19 @@ def list_(
     embedding: EmbeddingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List the principles in memory."""
+    """List the principles in memory, each with the tasks whose data produced it."""
     with _open(memory, embedding) as store:
         records = store.list(space, task, run_id=run)
         where = store.location
     if as_json:
         _print_json(records)
         return
-    console = Console()
+    console = _console()
     if not records:
-        console.print(f"no principles in {escape(where)}")
+        console.print(f"no principles in {_esc(where)}")
         return
     console.print(_table(records))
-    console.print(f"{len(records)} principle(s) in {escape(where)}")
+    console.print(f"{len(records)} principle(s) in {_esc(where)}")
 
 
 @memory_app.command("show")
@@ -148,29 +173,35 @@ def show(
     embedding: EmbeddingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one principle with every run that stated it."""
+    """Show one principle with every run that stated it and where its data came from."""
+    from rich.table import Table
+
     with _open(memory, embedding) as store:
         rec = store.get(id)
     if as_json:
         _print_json(rec)
         return
-    console = Console()
+    console = _console()
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold")
     fields.add_column()
     for name in ("id", "text", "space", "task", "task_description", "metric", "position", "choice",
                  "direction", "confidence", "confidence_max", "evidence", "run_id", "best_metric",
                  "evaluations", "count"):
-        fields.add_row(name, escape(str(rec[name])))
+        fields.add_row(name, _esc(str(rec[name])))
+    fields.add_row("provenance", _esc(_from_data(rec["data_tasks"])))
+    fields.add_row("archlore", _esc(", ".join(rec["archlore_versions"])))
     fields.add_row("created", _when(rec["created"]))
     fields.add_row("updated", _when(rec["updated"]))
     console.print(fields)
     runs = Table(title="stated by", header_style="bold")
-    for col in ("run", "when", "conf", "best", "evals", "evidence"):
+    for col in ("run", "when", "conf", "best", "evals", "data", "archlore", "evidence"):
         runs.add_column(col)
     for c in rec["contributions"]:
-        runs.add_row(escape(c["run_id"]), _when(c["created"]), f"{c['confidence']:.2f}",
-                     _fmt_metric(c["best_metric"]), str(c["evaluations"]), escape(c["evidence"]))
+        runs.add_row(_esc(c["run_id"]), _when(c["created"]), f"{c['confidence']:.2f}",
+                     _fmt_metric(c["best_metric"]), str(c["evaluations"]),
+                     _esc(", ".join(c.get("data_tasks") or ["unknown"])),
+                     _esc(c.get("archlore_version") or "unknown"), _esc(c["evidence"]))
     console.print(runs)
 
 
@@ -195,7 +226,7 @@ def query(
     if as_json:
         _print_json(records)
         return
-    console = Console()
+    console = _console()
     if not records:
         console.print("no principles match")
         return
@@ -210,7 +241,7 @@ def export(
     embedding: EmbeddingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write every principle to a JSON file (portable: no embeddings inside)."""
+    """Write every principle, with its provenance, to a JSON file (portable: no embeddings inside)."""
     with _open(memory, embedding) as store:
         n = store.export(file)
     if as_json:
@@ -227,9 +258,17 @@ def import_(
     embedding: EmbeddingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Merge an exported JSON file into the memory (re-embedding its texts)."""
+    """Merge an exported JSON file into the memory (re-embedding its texts).
+
+    It is written in batches; if it is interrupted, run it again: the result is the same as one
+    uninterrupted import. Files from before provenance import as from unknown data.
+    """
+    def progress(done: int, total: int) -> None:
+        if not as_json and total > 500:
+            typer.echo(f"  {done}/{total}", err=True)
+
     with _open(memory, embedding) as store:
-        n = store.import_(file)
+        n = store.import_(file, progress=progress)
         total = store.count()
     if as_json:
         _print_json({"imported": n, "total": total, "file": str(file)})
@@ -268,3 +307,32 @@ def forget(
         _print_json({"forgotten": done})
     else:
         typer.echo(f"forgot {len(done)} principle(s)")
+
+
+@memory_app.command("migrate")
+@_errors_as_one_line
+def migrate(
+    memory: MemoryOpt = None,
+    embedding: EmbeddingOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bring a memory written by an older archlore up to date, in place.
+
+    Principles stored before provenance was recorded are kept, marked as from unknown data
+    (data_tasks=unknown); recall leaves them out unless it is asked to include them. Safe to run
+    again; an interrupted migration is finished by running it again.
+    """
+    from archlore.memory.store import migrate_store
+
+    report = migrate_store(memory or default_location(), embedding=embedding.value if embedding else "auto")
+    if as_json:
+        _print_json(report)
+    elif report["from_encoding"] is None:
+        typer.echo(f"no memory at {report['location']}; nothing to migrate")
+    elif report["principles_migrated"] == 0:
+        typer.echo(f"the memory at {report['location']} is up to date; its task index was rebuilt "
+                   f"({report['tasks_indexed']} task(s))")
+    else:
+        typer.echo(f"migrated {report['principles_migrated']} principle(s) in {report['location']} from "
+                   f"encoding {report['from_encoding']} to {report['to_encoding']}; "
+                   f"{report['contributions_marked_unknown']} contribution(s) marked as from unknown data")

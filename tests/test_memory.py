@@ -50,6 +50,7 @@ def _fill(store) -> None:
         store.remember(
             [P("edge1<-0", f"{task}-op", "prefer", 0.8), P("edge2<-1", f"{task}-bad", "avoid", 0.6)],
             T(space, task), Outcome(best_metric=50.0 + i, evaluations=100), run_id=f"run-{task}",
+            data_tasks=[task],
         )
 
 
@@ -84,7 +85,7 @@ def build(writer, n_shared, n_own):
     return ps
 def write_round(store, writer, r, n_shared, n_own):
     store.remember(build(writer, n_shared, n_own), TASK, Outcome(best_metric=90.0 + r, evaluations=10),
-                   run_id=f"{writer}-{r}")
+                   run_id=f"{writer}-{r}", data_tasks=["cifar10"])
 """
 WRITER = WRITER_LIB + """
 import sys
@@ -165,8 +166,8 @@ def test_recall_uses_evidence_text_and_excludes_tasks_and_runs(store):
 
 def test_excluding_a_run_recomputes_a_shared_principle_without_it(store):
     task = T("nb201", "cifar10")
-    store.remember([P("e", "c", confidence=0.9, text="strong")], task, Outcome(best_metric=95.0), "leak")
-    store.remember([P("e", "c", confidence=0.5, text="weak")], task, Outcome(best_metric=90.0), "clean")
+    store.remember([P("e", "c", confidence=0.9, text="strong")], task, Outcome(best_metric=95.0), "leak", data_tasks=["cifar10"])
+    store.remember([P("e", "c", confidence=0.5, text="weak")], task, Outcome(best_metric=90.0), "clean", data_tasks=["cifar10"])
     (r,) = store.recall("nb201", "image classification", exclude_runs=["leak"])
     assert r.run_ids == ("clean",) and r.principle.confidence == 0.5 and r.principle.text == "weak"
     assert r.outcome.best_metric == 90.0
@@ -178,12 +179,12 @@ def test_excluding_a_run_recomputes_a_shared_principle_without_it(store):
 def test_duplicates_from_repeated_runs_merge_and_retries_are_idempotent(store):
     task = T("nb201", "cifar10")
     (pid,) = store.remember([P("edge1<-0", "nor_conv_3x3", confidence=0.9, evidence="first")], task,
-                            Outcome(best_metric=93.0, evaluations=100), "r1")
+                            Outcome(best_metric=93.0, evaluations=100), "r1", data_tasks=["cifar10"])
     store.remember([P("edge1<-0", "nor_conv_3x3", confidence=0.5, evidence="second")], task,
-                   Outcome(best_metric=94.0, evaluations=50), "r2")
+                   Outcome(best_metric=94.0, evaluations=50), "r2", data_tasks=["cifar10"])
     before = store.get(pid)
     store.remember([P("edge1<-0", "nor_conv_3x3", confidence=0.5, evidence="second")], task,
-                   Outcome(best_metric=94.0, evaluations=50), "r2")  # a retry after a crash
+                   Outcome(best_metric=94.0, evaluations=50), "r2", data_tasks=["cifar10"])  # a retry after a crash
     rec = store.get(pid)
     assert store.count() == 1 and rec == before
     assert rec["count"] == 2 and rec["sources"] == ["r1", "r2"]
@@ -195,9 +196,9 @@ def test_duplicates_from_repeated_runs_merge_and_retries_are_idempotent(store):
 
 def test_conflicting_principles_are_both_kept_and_flagged(store):
     task = T("nb201", "cifar10")
-    store.remember([P("edge1<-0", "avg_pool_3x3", "prefer", 0.6)], task, Outcome(best_metric=91.0), "r1")
-    store.remember([P("edge1<-0", "avg_pool_3x3", "avoid", 0.7)], task, Outcome(best_metric=92.0), "r2")
-    store.remember([P("edge2<-0", "skip_connect", "prefer", 0.7)], task, Outcome(best_metric=92.0), "r2")
+    store.remember([P("edge1<-0", "avg_pool_3x3", "prefer", 0.6)], task, Outcome(best_metric=91.0), "r1", data_tasks=["cifar10"])
+    store.remember([P("edge1<-0", "avg_pool_3x3", "avoid", 0.7)], task, Outcome(best_metric=92.0), "r2", data_tasks=["cifar10"])
+    store.remember([P("edge2<-0", "skip_connect", "prefer", 0.7)], task, Outcome(best_metric=92.0), "r2", data_tasks=["cifar10"])
     assert store.count() == 3
     got = {(r.principle.choice, r.principle.direction): r for r in store.recall("nb201", "image", k=10)}
     assert got[("avg_pool_3x3", "prefer")].conflicts and got[("avg_pool_3x3", "avoid")].conflicts
@@ -207,9 +208,9 @@ def test_conflicting_principles_are_both_kept_and_flagged(store):
 
 def test_forget_by_run_id_task_and_space(store):
     task = T("nb201", "cifar10")
-    a, b = store.remember([P("e1", "x"), P("e2", "y")], task, Outcome(), "r1")
-    store.remember([P("e1", "x")], task, Outcome(), "r2")
-    store.remember([P("e3", "z")], T("nb201", "speech"), Outcome(), "r3")
+    a, b = store.remember([P("e1", "x"), P("e2", "y")], task, Outcome(), "r1", data_tasks=["cifar10"])
+    store.remember([P("e1", "x")], task, Outcome(), "r2", data_tasks=["cifar10"])
+    store.remember([P("e3", "z")], T("nb201", "speech"), Outcome(), "r3", data_tasks=["speech"])
     assert store.forget(run_id="r1", dry_run=True) == sorted([a, b]) and store.count() == 3
     assert store.forget(run_id="r1") == sorted([a, b])
     assert store.count() == 2 and store.get(a)["sources"] == ["r2"]
@@ -237,7 +238,7 @@ def test_list_query_and_filters(store):
 
 
 def test_reopening_with_another_embedding_says_how_to_fix_it(mem: Path, store):
-    store.remember([P("e", "c")], T("nb201", "cifar10"), Outcome(), "r1")
+    store.remember([P("e", "c")], T("nb201", "cifar10"), Outcome(), "r1", data_tasks=["cifar10"])
     with pytest.raises(EmbeddingMismatch) as err:
         open_store(mem, embedding="minilm")
     msg = str(err.value)
@@ -255,7 +256,7 @@ def test_reopening_with_another_embedding_says_how_to_fix_it(mem: Path, store):
 def test_export_import_round_trip_re_embeds_and_is_idempotent(tmp_path: Path, store):
     _fill(store)
     store.remember([P("edge1<-0", "cifar10-op", confidence=0.4)], T("nb201", "cifar10"),
-                   Outcome(best_metric=99.0), "second-run")
+                   Outcome(best_metric=99.0), "second-run", data_tasks=["cifar10"])
     path = tmp_path / "out" / "memory.json"
     assert store.export(path) == 10
     data = json.loads(path.read_text())
@@ -290,7 +291,7 @@ def test_import_rejects_files_that_are_not_exports(tmp_path: Path, store):
 
 
 def test_memory_persists_across_processes_and_open_stores_see_new_writes(mem: Path, store):
-    store.remember([P("edge9", "seen-before")], T("nb201", "cifar10"), Outcome(), "parent")
+    store.remember([P("edge9", "seen-before")], T("nb201", "cifar10"), Outcome(), "parent", data_tasks=["cifar10"])
     store.query("anything", k=1)  # the parent has read the vector index before the child writes
     _py(WRITER, str(mem), "child", "4", "2", "1")
     assert store.count() == 7
@@ -389,7 +390,8 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory):
 def test_server_mode_behaves_like_a_folder(chroma_server: str, tmp_path: Path):
     with open_store(chroma_server, embedding="hash") as s:
         _fill(s)
-        s.remember([P("edge1<-0", "cifar10-op", confidence=0.4)], T("nb201", "cifar10"), Outcome(), "r2")
+        s.remember([P("edge1<-0", "cifar10-op", confidence=0.4)], T("nb201", "cifar10"), Outcome(), "r2",
+                   data_tasks=["cifar10"])
         assert s.count() == 10
         got = s.recall("nb201", "image classification of 32x32 colour photos into 100 classes", k=2)
         assert [r.task.task for r in got] == ["cifar10", "cifar10"]
@@ -454,6 +456,6 @@ def test_cli_json_output_and_errors(mem: Path, store, tmp_path: Path):
                  ["show", "p-nope", "--memory", str(mem)],
                  ["import", str(tmp_path / "missing.json"), "--memory", str(mem)]):
         res = runner.invoke(memory_app, args)
-        assert res.exit_code == 1, res.output
+        assert res.exit_code == 2, res.output
         assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1
         assert "Traceback" not in res.output and res.stdout == ""
