@@ -333,8 +333,9 @@ def run_bench(
     payload = {
         "protocol": proto.name, "description": proto.description, "settings": settings, "baselines": baselines,
         "rows": rows, "comparisons": P.baseline_comparisons(proto, rows, set(baselines)),
+        "tally": P.baseline_tally(proto, rows, baselines),
     }
-    json_path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    json_path.write_text(dumps(payload) + "\n")
     md_path = json_path.with_suffix(".md")
     md_path.write_text(proto.markdown(payload))
     png_path = json_path.with_suffix(".png")
@@ -343,6 +344,28 @@ def run_bench(
     plots.plot(payload, proto, png_path)
     log.info("wrote %s, %s, %s", json_path, md_path, png_path)
     return {**payload, "files": {"json": str(json_path), "md": str(md_path), "png": str(png_path)}}
+
+
+def dumps(payload: dict) -> str:
+    """JSON with two-space indents, except that a list of numbers or strings stays on one line
+    (per-seed values would otherwise take a line each)."""
+    flat: dict[str, str] = {}
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, list):
+            if all(not isinstance(v, (dict, list)) for v in x):
+                key = f"\x00{len(flat)}\x00"
+                flat[key] = json.dumps(x, allow_nan=False)
+                return key
+            return [walk(v) for v in x]
+        return x
+
+    text = json.dumps(walk(payload), indent=2, allow_nan=False)
+    for key, value in flat.items():
+        text = text.replace(json.dumps(key), value, 1)
+    return text
 
 
 def protocol_of(payload: dict) -> P.Protocol:

@@ -387,8 +387,16 @@ class Protocol:
                     f"{_fmt(c['diff'], m.nd, signed=True)} [{_fmt(c['diff_lo'], m.nd, signed=True)}, {_fmt(c['diff_hi'], m.nd, signed=True)}]",
                     c["verdict"],
                 ])
-            out.append("Against the strongest baseline of the same pair (per metric; baselines: "
-                       f"{', '.join(payload.get('baselines', []))}):\n\n" + md_table(header, lines))
+            out.append("Against the strongest baseline of the same pair, per metric (the baseline with the best "
+                       "mean there, picked after the fact among " + ", ".join(payload.get("baselines", []))
+                       + "; paired over seeds):\n\n" + md_table(header, lines))
+        tally = payload.get("tally") or []
+        if tally:
+            header = ["strategy", "against", "metric", "pairs better", "no clear difference", "pairs worse"]
+            lines = [[t["strategy"], t["baseline"], self.metric(t["metric"]).label, str(t["better"]),
+                      str(t["no clear difference"]), str(t["worse"])] for t in tally]
+            out.append("Against each baseline on its own (pairs where the paired 95% interval of the "
+                       "difference excludes 0):\n\n" + md_table(header, lines))
         return "\n".join(out)
 
 
@@ -576,41 +584,75 @@ def get_protocol(
     return curves(base, budgets or DEFAULT_BUDGETS)
 
 
+def _paired(r: dict, b: dict, m: Metric) -> dict | None:
+    """The paired-bootstrap difference r - b over seeds on metric m, and which way it points."""
+    a = [None if v is None else float(v) for v in r["per_seed"][m.key]]
+    c = [None if v is None else float(v) for v in b["per_seed"][m.key]]
+    diff = stats.paired_bootstrap_diff(a, c)
+    if diff is None:
+        return None
+    d, lo, hi = diff
+    sign = 1 if m.better == "higher" else -1
+    good_lo, good_hi = sorted((sign * lo, sign * hi))  # the interval, oriented so > 0 is better
+    verdict = "better" if good_lo > 0 else "worse" if good_hi < 0 else "no clear difference"
+    return {"diff": _r(d), "diff_lo": _r(lo), "diff_hi": _r(hi), "verdict": verdict}
+
+
+def _pair_baselines(r: dict, rows: Sequence[dict], baselines: set[str]) -> list[dict]:
+    """Baseline rows of r's pair: the same target, and r's source or none."""
+    return [b for b in rows if b["strategy"] in baselines and b["target"] == r["target"]
+            and b["source"] in (None, r["source"])]
+
+
 def baseline_comparisons(proto: Protocol, rows: Sequence[dict], baselines: set[str]) -> list[dict]:
     """For every non-baseline row and every `compare` metric: the strongest baseline of the same
-    pair (same target; same source, or none), and the paired-bootstrap difference over seeds."""
+    pair (best mean, chosen after the fact, which favours the baselines), and the paired-bootstrap
+    difference over seeds."""
     out = []
     for r in rows:
         if r["strategy"] in baselines:
             continue
-        cands = [b for b in rows if b["strategy"] in baselines and b["target"] == r["target"]
-                 and b["source"] in (None, r["source"]) and b.get("seed_list") == r.get("seed_list")]
         for key in proto.compare:
             m = proto.metric(key)
-            scored = [b for b in cands if b.get(key) is not None]
+            scored = [b for b in _pair_baselines(r, rows, baselines) if b.get(key) is not None]
             if r.get(key) is None or not scored:
                 continue
             sign = 1 if m.better == "higher" else -1
             best = max(scored, key=lambda b: sign * b[key])  # the first of equals wins: baselines' order
-            a = [None if v is None else float(v) for v in r["per_seed"][key]]
-            b = [None if v is None else float(v) for v in best["per_seed"][key]]
-            diff = stats.paired_bootstrap_diff(a, b)
+            diff = _paired(r, best, m)
             if diff is None:
                 continue
-            d, lo, hi = diff
-            good_lo, good_hi = sorted((sign * lo, sign * hi))  # the interval, oriented so > 0 is better
-            verdict = "better" if good_lo > 0 else "worse" if good_hi < 0 else "no clear difference"
             out.append({
                 "strategy": r["strategy"], "target": r["target"], "source": r["source"], "metric": key,
                 "value": r[key], "baseline": best["strategy"], "baseline_source": best["source"],
-                "baseline_value": best[key], "diff": _r(d), "diff_lo": _r(lo), "diff_hi": _r(hi),
-                "verdict": verdict,
+                "baseline_value": best[key], **diff,
             })
+    return out
+
+
+def baseline_tally(proto: Protocol, rows: Sequence[dict], baselines: Sequence[str]) -> list[dict]:
+    """For every non-baseline strategy, baseline and `compare` metric: on how many pairs the
+    strategy is better, worse, or not clearly different (paired 95% bootstrap interval)."""
+    out = []
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows if r["strategy"] not in baselines))
+    for name in strategies:
+        mine = [r for r in rows if r["strategy"] == name]
+        for base in baselines:
+            for key in proto.compare:
+                m = proto.metric(key)
+                counts = {"better": 0, "no clear difference": 0, "worse": 0}
+                for r in mine:
+                    b = next((b for b in _pair_baselines(r, rows, {base}) if b.get(key) is not None), None)
+                    res = _paired(r, b, m) if b is not None and r.get(key) is not None else None
+                    if res is not None:
+                        counts[res["verdict"]] += 1
+                if sum(counts.values()):
+                    out.append({"strategy": name, "baseline": base, "metric": key, **counts})
     return out
 
 
 __all__ = [
     "CURVES", "CUSTOM", "DEFAULT_BUDGETS", "PROTOCOLS", "PROTOCOL_NAMES", "SEED_SPLITS", "EvalsToTop", "HitTop",
     "Metric", "PercentileAt", "PercentileAtLeast", "Protocol", "Regret", "Seeds", "TargetFacts", "Trace",
-    "aggregate", "baseline_comparisons", "get_protocol", "seed_range",
+    "aggregate", "baseline_comparisons", "baseline_tally", "get_protocol", "seed_range",
 ]

@@ -17,7 +17,6 @@ declared splits (fill runs from the `fill` split, held-out runs from the split a
 from __future__ import annotations
 
 import collections
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from archlore.tools.tables import load_table
 
 from . import protocols as P
 from .access import TargetAccess
-from .harness import make_request
+from .harness import dumps, make_request
 from .strategies_agent import check_memory
 
 SETUPS = {
@@ -124,7 +123,7 @@ def markdown(payload: dict) -> str:
 
 def write(payload: dict, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2) + "\n")
+    out.write_text(dumps(payload) + "\n")
     md = out.with_suffix(".md")
     md.write_text(markdown(payload))
     return md

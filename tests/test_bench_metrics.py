@@ -125,3 +125,13 @@ def test_comparison_picks_the_strongest_baseline_per_metric_and_pairs_seeds():
     assert comps["agent"]["diff"] == -1.0 and comps["agent"]["verdict"] == "better"  # lower is better here
     assert comps["worse"]["verdict"] == "worse" and comps["worse"]["diff"] == 2.5
     assert comps["same"]["verdict"] == "no clear difference"
+
+
+def test_tally_counts_pairs_against_each_baseline():
+    proto = P.get_protocol("custom", space="x.yaml", budget=20)
+    rows = []
+    for src, agent, copy in (("s1", [2.0] * 4, [3.0] * 4), ("s2", [4.0] * 4, [3.0] * 4), ("s3", [1, 5, 1, 5], [3.0] * 4)):
+        rows += [{**_row("copy-top", src, copy, True), "target": "t"}, {**_row("agent", src, agent, False), "target": "t"}]
+    tally = [t for t in P.baseline_tally(proto, rows, ["copy-top"]) if t["metric"] == "evals_to_top5"]
+    assert tally == [{"strategy": "agent", "baseline": "copy-top", "metric": "evals_to_top5",
+                      "better": 1, "no clear difference": 1, "worse": 1}]

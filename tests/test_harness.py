@@ -368,3 +368,11 @@ def test_plugin_strategy_runs_in_a_protocol(plugin_dir, tmp_path):
         (s, m) for s in ("cifar10", "imagenet16-120") for m in ("evals_to_top01", "evals_to_top5", "test_regret@20")}
     assert all(c["baseline"] == "copy-top" for c in comps)
     assert "strongest baseline" in (tmp_path / "lapt-nb201.md").read_text()
+
+
+def test_json_keeps_lists_of_scalars_on_one_line_and_round_trips():
+    from archlore.benchmarks.harness import dumps
+
+    payload = {"rows": [{"per_seed": {"a": [1.0, None, True], "b": ["x y", "z"]}, "n": 3}], "s": "  two  spaces "}
+    text = dumps(payload)
+    assert json.loads(text) == payload and '"a": [1.0, null, true]' in text
