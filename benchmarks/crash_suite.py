@@ -134,12 +134,21 @@ def run_with_kills(
     return out
 
 
-def seeded_kills(rng: random.Random, n: int, budget: int, *, max_seconds: float = 6.0) -> list[Kill]:
-    """Mostly row-count moments (spread over the run), some time moments (start-up, the end)."""
-    return [
-        Kill(rows=rng.randint(0, budget - 1)) if rng.random() < 0.75 else Kill(seconds=rng.uniform(0.0, max_seconds))
-        for _ in range(n)
-    ]
+def seeded_kills(rng: random.Random, n: int, budget: int, *, max_seconds: float = 3.0) -> list[Kill]:
+    """`n` kill moments for one run, in the order they are applied.
+
+    About three in four are ledger row counts, drawn without repeats and applied in increasing
+    order, so each kill lands later in the run than the one before; the others are times after a
+    process starts (0 to `max_seconds`: start-up, the first evaluations, or the end of a short
+    resume), placed at random among them. A row count the resumed process has already passed kills
+    it during start-up, which is a moment worth testing too.
+    """
+    n_time = sum(rng.random() < 0.25 for _ in range(n))
+    rows = sorted(rng.sample(range(budget + 1), min(n - n_time, budget + 1)))  # budget: after the last one
+    kills = [Kill(rows=r) for r in rows]
+    for _ in range(n - len(rows)):
+        kills.insert(rng.randint(0, len(kills)), Kill(seconds=round(rng.uniform(0.0, max_seconds), 3)))
+    return kills
 
 
 # ---------------------------------------------------------------------------------------------

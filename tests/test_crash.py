@@ -38,9 +38,13 @@ def whole(tmp_path_factory):
     return out
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "a kill that lands between a node's saved writes and the next checkpoint (often at a round "
+    "boundary) makes the resume stop early: see test_kill_between_a_nodes_writes_and_the_next_checkpoint; "
+    "remove this marker when that one passes"))
 @pytest.mark.parametrize("seed", [0, 1])
 def test_kill9_at_seeded_moments_then_resume_gives_the_same_sequence(tmp_path, whole, seed):
-    kills = seeded_kills(random.Random(seed), 3, BUDGET, max_seconds=4.0)
+    kills = seeded_kills(random.Random(seed), 3, BUDGET)
     out = run_with_kills(f"k{seed}", tmp_path, DATA, kills, budget=BUDGET)
     assert out.kills_landed >= 1, out.log  # at least one kill hit a running process
     assert out.sequence == whole.sequence, out.log
@@ -50,7 +54,8 @@ def test_kill9_at_seeded_moments_then_resume_gives_the_same_sequence(tmp_path, w
 
 def test_kill9_before_the_first_evaluation_and_during_the_last(tmp_path, whole):
     """The edges: start-up (maybe before the run exists on disk) and the final evaluations/record."""
-    out = run_with_kills("edges", tmp_path, DATA, [Kill(seconds=0.3), Kill(rows=0), Kill(rows=BUDGET - 1)], budget=BUDGET)
+    kills = [Kill(seconds=0.3), Kill(rows=0), Kill(rows=BUDGET - 1), Kill(rows=BUDGET)]
+    out = run_with_kills("edges", tmp_path, DATA, kills, budget=BUDGET)
     assert out.sequence == whole.sequence, out.log
 
 
@@ -87,3 +92,40 @@ def test_two_resumes_at_once_one_is_refused_in_one_line(tmp_path, whole):
     assert len(lines) == 1 and lines[0].startswith("error:"), refused
     assert re.search(r"lock|another|in use|pid", lines[0], re.I), lines[0]
     assert evaluation_sequence(tmp_path / "race") == whole.sequence
+
+
+# A kill at the one moment that matters here: right after the `assess` node's writes are on disk
+# and before LangGraph writes the next checkpoint. (The random kills above hit it now and then.)
+KILL_AFTER_ASSESS_WRITES = textwrap.dedent("""
+    import os, signal, sys
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    real = SqliteSaver.put_writes
+    seen = [0]
+    def put_writes(self, config, writes, task_id, task_path=""):
+        real(self, config, writes, task_id, task_path)
+        if "assess" in str(task_path):
+            seen[0] += 1
+            if seen[0] == int(os.environ["KILL_AT_ASSESS"]):
+                os.kill(os.getpid(), signal.SIGKILL)
+    SqliteSaver.put_writes = put_writes
+    from archlore.agents.cli import main
+    sys.argv = ["archlore", *sys.argv[1:]]
+    main()
+""")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "agents/runner.py execute(): on --resume, `not snapshot.next` is read as 'the run finished', but "
+    "after a kill between a node's saved writes and the next checkpoint LangGraph reports next=() "
+    "with the node in snapshot.tasks (its writes pending); the resume then rebuilds the record "
+    "and exits 0 with 10 of 30 evaluations (stopped 'unknown'). Check `not snapshot.tasks` too, "
+    "or always invoke(None) on resume"))
+@pytest.mark.parametrize("at_assess", [2, 4])
+def test_kill_between_a_nodes_writes_and_the_next_checkpoint(tmp_path, whole, at_assess):
+    env = {**_env(), "KILL_AT_ASSESS": str(at_assess)}
+    p = subprocess.run([sys.executable, "-c", KILL_AFTER_ASSESS_WRITES, *run_args("w", tmp_path, DATA, budget=BUDGET)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    r = subprocess.run(CLI + resume_args("w", tmp_path), capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert evaluation_sequence(tmp_path / "w") == whole.sequence
