@@ -155,6 +155,7 @@ def test_json_duplicate_key_names_the_key_and_line(tmp_path):
     ("positions: {act: [relu, relu]}\n", "repeats the choice"),
     ("positions: {act: [relu, [gelu]]}\n", "plain name"),
     ("positions: {act: [relu, ~]}\n", "plain name"),
+    ("positions: {act: [yes, no]}\n", "quote it"),
     ("positions: {act: [relu, '']}\n", "empty"),
     ("positions: {act: [relu, " + "g" * 41 + "]}\n", "at most 40"),
     ("positions: {act: [" + ", ".join(f"c{i}" for i in range(37)) + "]}\n", "at most 36"),

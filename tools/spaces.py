@@ -599,7 +599,12 @@ def _read_structured(path: Path) -> object:
 
 
 def _scalar_name(value: object, what: str, path: Path) -> str:
-    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(
+            f"space file {path}: {what} must be a plain name, got {json.dumps(value)} (YAML reads an unquoted "
+            "yes, no, true, false, on, off, null or ~ as that): quote it, e.g. 'no'"
+        )
+    if isinstance(value, (list, dict)):
         raise ConfigError(f"space file {path}: {what} must be a plain name, got {json.dumps(value, default=str)[:60]}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"space file {path}: {what} must be a plain name, got {value}")
