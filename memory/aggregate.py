@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from archlore.memory.errors import MemoryCorrupt
 from archlore.memory.record import ENCODING_VERSION, UNKNOWN, Outcome, Principle, Provenance, TaskInfo
 
 KEY_FIELDS = ("space", "task", "position", "choice", "direction")
@@ -116,12 +117,23 @@ def key_of(meta: dict[str, Any]) -> dict[str, str]:
     return {f: meta[f] for f in KEY_FIELDS}
 
 
-def unpack(meta: dict[str, Any]) -> dict[str, Any]:
+def unpack(meta: dict[str, Any], rid: str = "") -> dict[str, Any]:
     """A record's metadata as one flat dict: key fields, summary fields, parsed contributions.
 
     Reads both layouts: encoding 2 (``record`` JSON) and encoding 1 (flat keys, no provenance;
-    met only while migrating).
+    met only while migrating). A record that is neither raises ``MemoryCorrupt`` naming the fix.
     """
+    try:
+        return _unpack(meta)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        name = rid or principle_id(*(str((meta or {}).get(f, "")) for f in KEY_FIELDS))
+        raise MemoryCorrupt(
+            f"the stored principle {name} is damaged ({exc.__class__.__name__}: {str(exc)[:120]}); "
+            f"remove it with `archlore memory forget --id {name}`"
+        ) from exc
+
+
+def _unpack(meta: dict[str, Any]) -> dict[str, Any]:
     if "record" in meta:
         flat = json.loads(meta["record"])
         flat.update(key_of(meta), encoding_version=meta.get("encoding_version", ENCODING_VERSION))

@@ -177,7 +177,10 @@ class LocalBackend:
                     yield shared.client
                 except chroma_errors() as exc:
                     shared.drop()
-                    raise MemoryStoreError(f"the memory at {self.location} failed: {exc}") from exc
+                    raise MemoryStoreError(
+                        f"the memory at {self.location} failed: {exc}; if this persists, move the folder "
+                        "away and restore the memory from an `archlore memory export` file"
+                    ) from exc
                 except BaseException:
                     shared.drop()  # whatever the client holds may be half-done
                     raise

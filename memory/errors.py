@@ -37,7 +37,8 @@ class MemoryUnavailable(MemoryStoreError):
 
 
 class MemoryCorrupt(MemoryStoreError):
-    """The memory folder exists but is not a readable Chroma store (garbage or damaged files)."""
+    """The memory folder is not a readable archlore memory: garbage or damaged files, another
+    program's files, or a damaged record."""
 
 
 class MemoryNeedsMigration(MemoryStoreError):

@@ -361,7 +361,7 @@ class PrincipleStore:
             metas = dict(zip(got["ids"], got["metadatas"]))
             aggregates = {}
             for rid, (key, contrib) in incoming.items():
-                old = unpack(metas[rid])["contributions"] if rid in metas else []
+                old = unpack(metas[rid], rid)["contributions"] if rid in metas else []
                 previous = next((c for c in old if c["run_id"] == run_id), None)
                 if previous is not None:  # a retry of the same run: keep its first timestamp
                     contrib["created"] = previous["created"]
@@ -402,7 +402,7 @@ class PrincipleStore:
                 if run_id is None:
                     delete.append(rid)
                 else:
-                    contribs = unpack(meta)["contributions"]
+                    contribs = unpack(meta, rid)["contributions"]
                     kept = [c for c in contribs if c["run_id"] != run_id]
                     if len(kept) == len(contribs):
                         continue
@@ -453,7 +453,7 @@ class PrincipleStore:
                 metas = dict(zip(got["ids"], got["metadatas"]))
                 aggregates = {}
                 for rid, (key, contribs) in batch.items():
-                    by_run = {c["run_id"]: c for c in (unpack(metas[rid])["contributions"] if rid in metas else [])}
+                    by_run = {c["run_id"]: c for c in (unpack(metas[rid], rid)["contributions"] if rid in metas else [])}
                     by_run.update({c["run_id"]: c for c in contribs})
                     aggregates[rid] = (key, list(by_run.values()))
                 self._merge_tasks(tasks, by_task)
@@ -479,7 +479,7 @@ class PrincipleStore:
             offset = 0
             while True:
                 got = col.get(where=filt, include=["metadatas", "documents"], limit=PAGE, offset=offset)
-                recs += [to_record(rid, doc, unpack(meta), contributions=contributions)
+                recs += [to_record(rid, doc, unpack(meta, rid), contributions=contributions)
                          for rid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])]
                 if len(got["ids"]) < PAGE:
                     break
@@ -504,7 +504,7 @@ class PrincipleStore:
             raise PrincipleNotFound(
                 f"no principle {id!r} in the memory at {self.location}; `archlore memory list` shows the ids"
             )
-        return to_record(got["ids"][0], got["documents"][0], unpack(got["metadatas"][0]), contributions=True)
+        return to_record(got["ids"][0], got["documents"][0], unpack(got["metadatas"][0], id), contributions=True)
 
     def count(self, space: str | None = None, task: str | None = None) -> int:
         """How many principles (records, not contributions) the memory holds."""
@@ -544,7 +544,7 @@ class PrincipleStore:
         out = []
         rows = zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0])
         for rid, doc, meta, dist in rows:
-            rec = to_record(rid, doc, unpack(meta))
+            rec = to_record(rid, doc, unpack(meta, rid))
             rec["similarity"] = round(1.0 - float(dist), 6)
             out.append(rec)
         return out
@@ -647,7 +647,7 @@ class PrincipleStore:
         rows: dict[str, list[Row]] = {}
         changed: list[tuple[str, str, dict[str, Any]]] = []
         for rid, doc, meta, emb in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"]):
-            flat = unpack(meta)
+            flat = unpack(meta, rid)
             if not data.isdisjoint(flat["data_tasks"]) or not runs.isdisjoint(flat["sources"]):
                 kept = [c for c in flat["contributions"] if not excluded(c, runs, data)]
                 if not kept:
@@ -684,7 +684,7 @@ class PrincipleStore:
                 offset += PAGE
             ids, metas = [], []
             for rid, meta in records:
-                flat = unpack(meta)
+                flat = unpack(meta, rid)
                 contribs = flat["contributions"]
                 if int(meta.get("encoding_version", 1)) < ENCODING_VERSION:
                     for c in contribs:
