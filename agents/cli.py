@@ -166,7 +166,7 @@ def _print_summary(rec: dict) -> None:
         f"[bold]{rec['run_id']}[/]: {rec['space']} {rec.get('source') or '-'} -> {rec['target']}, llm {rec['llm']}, "
         f"{rec['used']}/{rec['budget']} evaluations, best valid {best.get('valid', float('nan')):.4f}"
         + (f", test {best['test']:.4f}" if best.get("test") is not None else ""),
-        highlight=False,
+        highlight=False, soft_wrap=True,
     )
 
 

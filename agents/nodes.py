@@ -15,11 +15,13 @@ from typing import Literal
 from langgraph.runtime import Runtime
 
 from archlore.memory.record import Outcome, Principle, TaskInfo
+from archlore.tools.evidence import Evidence
 from archlore.tools.spaces import SpaceFilter
 from archlore.tools.strategies import REA, GuidedREA, RandomSearch, run_search
 
 from . import analyst, planner
 from .context import RunContext
+from .principles import principle_weights, render_evidence
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -30,25 +32,32 @@ def _principles(raw: list[dict] | None) -> list[Principle]:
 
 
 def recall(state: State, runtime: Runtime[RunContext]) -> dict:
+    """Round 0's evidence (the source's statistics, computed once here) and the recalled principles.
+
+    Recall excludes every principle whose provenance includes the target's data, whatever task
+    name it was stored under: what the target's own data taught must not come back as a prior.
+    """
     ctx = runtime.context
-    if ctx.memory is None:
-        return {"recalled": []}
-    s = ctx.settings
     ev = analyst.source_evidence(ctx)
-    evidence_text = analyst.render_evidence(ev.stats) if ev else ""
+    update: dict = {"evidence": ev.to_json() if ev else None, "recalled": []}
+    if ctx.memory is None:
+        return update
+    s = ctx.settings
+    evidence_text = render_evidence(ev.stats) if ev else ""
     try:
         found = ctx.memory.recall(
             ctx.space.name, f"{s.target}: {ctx.target_description}", evidence_text,
-            k=10, exclude_tasks=[s.target],
+            k=10, exclude_tasks=[s.target], exclude_data=[s.target],
         )
     except Exception as exc:  # noqa: BLE001 - a broken memory must not end a run
         log.warning("memory recall failed: %s", exc)
         ctx.journal(0, "recall", event=[{"event": "memory_error", "node": "recall", "round": 0, "error": str(exc)[:300]}])
-        return {"recalled": []}
-    recalled = [
+        return update
+    update["recalled"] = [
         {
             "principle": r.principle.model_dump(),
             "task": r.task.task,
+            "data_tasks": sorted(getattr(r, "data_tasks", ()) or ()),
             "conflicts": bool(r.conflicts),
             "run_id": r.run_ids[0] if r.run_ids else "",
             "run_ids": list(r.run_ids),
@@ -57,15 +66,22 @@ def recall(state: State, runtime: Runtime[RunContext]) -> dict:
         }
         for r in found
     ]
-    ctx.emit(kind="recall", n=len(recalled))
-    return {"recalled": recalled}
+    ctx.emit(kind="recall", n=len(update["recalled"]))
+    return update
+
+
+def _evidence(state: State) -> Evidence | None:
+    raw = state.get("evidence")
+    return Evidence.from_json(raw) if raw else None
 
 
 def analyze(state: State, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
-    ctx.extra["recalled"] = state.get("recalled", [])
     mode = state.get("mode", "initial")
-    res = analyst.analyze(ctx, mode, _principles(state.get("principles")), _principles(state.get("original_principles")))
+    res = analyst.analyze(
+        ctx, mode, _principles(state.get("principles")), _principles(state.get("original_principles")),
+        _evidence(state), state.get("recalled", []),
+    )
     dumps = [p.model_dump() for p in res.principles]
     rnd = state.get("round", 0)
     ctx.journal(
@@ -83,9 +99,7 @@ def analyze(state: State, runtime: Runtime[RunContext]) -> dict:
 
 def plan(state: State, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
-    mode = state.get("mode", "initial")
-    ev = analyst.source_evidence(ctx) if mode == "initial" else analyst.run_evidence(ctx)
-    res = planner.plan(ctx, _principles(state.get("principles")), ev.stats if ev else None, ctx.evaluator.remaining)
+    res = planner.plan(ctx, _principles(state.get("principles")), _evidence(state), ctx.evaluator.remaining)
     flt = res.filter
     rnd = state.get("round", 0)
     ctx.journal(
@@ -104,7 +118,7 @@ def make_proposer(ctx: RunContext, principles: list[Principle]):
         return RandomSearch()
     if s.strategy == "rea":
         return REA(s.population, s.tournament)
-    weights = analyst.principle_weights(ctx.space, principles)
+    weights = principle_weights(ctx.space, principles)
     return GuidedREA(tuple(tuple(w) for w in weights), s.population, s.tournament)
 
 
@@ -153,6 +167,7 @@ def assess(state: State, runtime: Runtime[RunContext]) -> dict:
         "round": state.get("round", 0) + 1,
         "next_check": ev.used + ctx.settings.check_every,
         "best_at_check": best.valid,
+        "evidence": analyst.run_evidence(ctx).to_json(),  # the next round's, computed once here
     }
 
 
@@ -166,16 +181,21 @@ def remember(state: State, runtime: Runtime[RunContext]) -> dict:
         return {"remembered": []}
     s = ctx.settings
     best = ctx.evaluator.best()
-    ev = analyst.run_evidence(ctx)
     # what the run taught: the choices its best cells share (the adaptation rounds' principles
     # describe contrasts inside ever narrower filters, which mislead a later task)
-    lesson = analyst.summary_principles(ctx.space, ev.cells, s.top_k, f"{s.target} (run {s.run_id})")
+    lesson = analyst.summary_principles(ctx.space, ctx.evaluator.pairs(), s.top_k, f"{s.target} (run {s.run_id})")
+    # provenance: the target's own evaluations, the source that shaped which cells were evaluated,
+    # and whatever data the recalled principles came from
+    data_tasks = {s.target, *([s.source] if s.source else [])}
+    for r in state.get("recalled", []):
+        data_tasks.update(r.get("data_tasks") or ["unknown"])
     try:
         ids = ctx.memory.remember(
             lesson or _principles(state["principles"]),
             TaskInfo(space=ctx.space.name, task=s.target, description=ctx.target_description),
             Outcome(best_metric=best.valid if best else None, evaluations=ctx.evaluator.used),
             s.run_id,
+            data_tasks=sorted(data_tasks),
         )
     except Exception as exc:  # noqa: BLE001 - the evaluations are safe; report and go on
         log.warning("memory write failed: %s", exc)

@@ -17,7 +17,8 @@ class State(TypedDict, total=False):
     filter: list[list[int]]  # current SpaceFilter, choice ids per position
     next_check: int  # evaluations used at which the next check happens
     best_at_check: float | None  # best validation value at the last check
-    recalled: list[dict[str, Any]]  # memories used, with their run ids
+    recalled: list[dict[str, Any]]  # memories used, with their run ids and data provenance
+    evidence: dict[str, Any] | None  # this round's statistics (tools.evidence.Evidence.to_json), computed once
     tokens: Annotated[dict[str, dict[str, float]], merge_usage]  # per node
     stopped: str | None  # why the search stopped early ("exhausted"), if it did
     done: bool
