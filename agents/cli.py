@@ -175,51 +175,105 @@ def show(
     run: Annotated[str, typer.Argument(help="a run id (under --runs-dir) or a record JSON file")],
     runs_dir: Annotated[Optional[Path], typer.Option(help="where runs live (default $ARCHLORE_RUNS, else ./runs)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the raw record")] = False,
+    rounds: Annotated[bool, typer.Option("--rounds", help="print every round's principles and filter, not only the final ones")] = False,
+    all_evals: Annotated[bool, typer.Option("--all", help="list every evaluation (default: all up to 30, else the best 10)")] = False,
 ) -> None:
-    """Print a run record readably: settings, principles by round, filters, evaluations, tokens."""
+    """Print a run record readably: principles as a few statements, rounds, filters, evaluations, tokens."""
+    from .principles import render_statements
+    from .runner import check_run_id
     from .runner import runs_dir as default_runs
 
-    path = Path(run)
-    if not path.is_file():
-        path = default_runs(runs_dir) / run / "record.json"
-    if not path.is_file():
-        _fail(ArchloreError(f"no run record for {run!r} (looked for {path}); pass a run id or a record file"))
     try:
-        rec = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        _fail(ArchloreError(f"{path} is not valid JSON ({exc.msg}); the run may still be writing it"))
+        path = Path(run)
+        if not path.is_file():
+            path = default_runs(runs_dir) / check_run_id(run) / "record.json"
+        if not path.is_file():
+            raise ArchloreError(f"no run record for {run!r} (looked for {path}); pass a run id or a record file")
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ArchloreError(f"cannot read {path}: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise ArchloreError(f"{path} is not valid JSON ({exc.msg}); the run may still be writing it") from None
+        if not isinstance(rec, dict) or "run_id" not in rec or "evaluations" not in rec:
+            raise ArchloreError(f"{path} is not an archlore run record")
+    except ArchloreError as exc:
+        _fail(exc)
     if as_json:
         console.print_json(data=rec)
         return
     _print_summary(rec)
     fed = rec.get("data_fed_to_analyst", {})
-    console.print(f"analyst fed: {fed.get('source_cells') or 'no source table'}; memory runs: {fed.get('memory') or 'none'}", highlight=False)
-    for h in rec.get("principles_history", []):
-        console.rule(f"round {h['round']} · {h['mode']} · by {h['by']} · evidence: {h['evidence']}")
-        for p in h["principles"]:
-            console.print(f"  [{'green' if p['direction'] == 'prefer' else 'red'}]{p['direction']:6}[/] {p['choice']} @ {p['position']} ({p['confidence']:.2f}) {p['text']}", highlight=False)
-        for r in h.get("rejected", []):
-            console.print(f"  [yellow]rejected[/] {r['reason']}", highlight=False)
-    t = RichTable(title="filters")
-    for col in ("round", "how", "size", "allowed"):
-        t.add_column(col)
-    for f in rec.get("filters", []):
-        t.add_row(str(f["round"]), f["how"] + (" +widened" if f.get("widened") else ""), str(f["size"]),
-                  "; ".join(f"{k}: {'/'.join(v)}" for k, v in f["allowed"].items()))
-    console.print(t)
-    t = RichTable(title="evaluations")
+    console.print(f"analyst fed: {fed.get('source_cells') or 'no source table'}; target data: "
+                  f"{fed.get('target_data') or '-'}", highlight=False, soft_wrap=True)
+    _print_memory(rec)
+    history = rec.get("principles_history", [])
+    filters = {f["round"]: f for f in rec.get("filters", [])}
+    if history:
+        last = history[-1]
+        console.rule(f"principles after round {last['round']} ({last['mode']}, by {last['by']})")
+        for i, line in enumerate(render_statements(rec.get("principles") or last["principles"]), 1):
+            console.print(f"  {line}" if line.startswith("(+") else f"  {i}. {line}", highlight=False, markup=False)
+        t = RichTable(title="rounds")
+        for col in ("round", "mode", "by", "evidence", "effects", "rejected", "filter"):
+            t.add_column(col)
+        for h in history:
+            f = filters.get(h["round"])
+            t.add_row(str(h["round"]), h["mode"], h["by"], h["evidence"], str(len(h["principles"])),
+                      str(len(h.get("rejected", []))),
+                      "-" if f is None else f"{f['size']} ({f['how']}{', widened' if f.get('widened') else ''})")
+        console.print(t)
+    if rounds:
+        for h in history:
+            console.rule(f"round {h['round']} · {h['mode']} · by {h['by']} · evidence: {h['evidence']}")
+            for line in render_statements(h["principles"]):
+                console.print(f"  {line}", highlight=False, markup=False)
+            for r in h.get("rejected", []):
+                console.print(f"  rejected: {r['reason']}", highlight=False, markup=False)
+            f = filters.get(h["round"])
+            if f:
+                console.print("  filter: " + "; ".join(f"{k}: {'/'.join(v)}" for k, v in f["allowed"].items()),
+                              highlight=False, markup=False)
+    elif filters:
+        f = filters[max(filters)]
+        console.print(f"final filter ({f['size']} architectures): "
+                      + "; ".join(f"{k}: {'/'.join(v)}" for k, v in f["allowed"].items()), highlight=False, markup=False)
+    evals = rec.get("evaluations", [])
+    shown = evals if all_evals or len(evals) <= 30 else sorted(evals, key=lambda e: -e["valid"])[:10]
+    t = RichTable(title="evaluations" if shown is evals else f"the best 10 of {len(evals)} evaluations (--all lists every one)")
     for col in ("#", "round", "arch", "valid", "test", "proposed by"):
         t.add_column(col, overflow="fold")
-    for e in rec.get("evaluations", []):
+    for e in shown:
         t.add_row(str(e["seq"]), str(e["round"]), e["arch"], f"{e['valid']:.4f}",
                   "-" if e["test"] is None else f"{e['test']:.4f}", e["proposed_by"])
     console.print(t)
     events = rec.get("events", [])
     if events:
-        console.print("events: " + ", ".join(f"{e['event']}@{e.get('node', '?')}" for e in events), highlight=False)
+        counts: dict[str, int] = {}
+        for e in events:
+            key = f"{e['event']}@{e.get('node', '?')}"
+            counts[key] = counts.get(key, 0) + 1
+        console.print("events: " + ", ".join(f"{k} x{n}" if n > 1 else k for k, n in counts.items()), highlight=False)
     tot = rec.get("tokens", {}).get("total", {})
     console.print(f"LLM: {tot.get('calls', 0)} calls, {tot.get('input_tokens', 0)} in / {tot.get('output_tokens', 0)} out tokens, "
                   f"{tot.get('seconds', 0):.1f} s, ~${tot.get('cost_usd', 0):.4f}", highlight=False)
+
+
+def _print_memory(rec: dict) -> None:
+    """What the run took from the memory and left in it, with the data each came from."""
+    recalled = rec.get("recalled", [])
+    if recalled:
+        runs = sorted({r.get("run_id", "") for r in recalled} - {""})
+        data = sorted({t for r in recalled for t in r.get("data_tasks") or ["unknown"]})
+        console.print(f"memory: recalled {len(recalled)} principles of {len(runs)} run(s) "
+                      f"({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''}); from data: {', '.join(data)}",
+                      highlight=False, soft_wrap=True)
+    else:
+        console.print("memory: nothing recalled", highlight=False)
+    kept = rec.get("remembered", [])
+    if kept:
+        console.print(f"memory: stored {len(kept)} principles for {rec['target']}; from data: "
+                      f"{', '.join(rec.get('remembered_data_tasks') or ['-'])}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -201,4 +201,4 @@ def remember(state: State, runtime: Runtime[RunContext]) -> dict:
         log.warning("memory write failed: %s", exc)
         ctx.journal(state.get("round", 0), "remember", event=[{"event": "memory_error", "node": "remember", "round": state.get("round", 0), "error": str(exc)[:300]}])
         return {"remembered": []}
-    return {"remembered": list(ids)}
+    return {"remembered": list(ids), "remembered_data_tasks": sorted(data_tasks)}

@@ -228,6 +228,7 @@ def build_record(ctx: RunContext, state: dict) -> dict:
         "tokens": {"per_node": state.get("tokens", {}), "total": totals},
         "recalled": state.get("recalled", []),
         "remembered": state.get("remembered", []),
+        "remembered_data_tasks": state.get("remembered_data_tasks", []),
         "stopped": state.get("stopped") or ("budget" if len(evs) >= s.budget else "unknown"),
     }
 

@@ -23,3 +23,4 @@ class State(TypedDict, total=False):
     stopped: str | None  # why the search stopped early ("exhausted"), if it did
     done: bool
     remembered: list[str]  # ids written to the memory
+    remembered_data_tasks: list[str]  # their provenance: the tasks whose data produced them
