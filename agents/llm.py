@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from tenacity import retry_if_exception, stop_after_attempt, wait_exponential, Retrying
 
+from archlore.tools.env import env
 from archlore.tools.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def parse_llm(spec: str) -> LLMSpec:
         model, _, base = rest.partition("@")
         if not model:
             raise ConfigError("--llm openai:MODEL needs a model name, e.g. openai:gpt-4o-mini")
-        return LLMSpec("openai", model, base or os.environ.get("OPENAI_BASE_URL") or None)
+        return LLMSpec("openai", model, base or env().openai_base_url or None)
     raise ConfigError(f"unknown --llm {spec!r}: use none, local, openai:MODEL or openai:MODEL@BASE_URL")
 
 
@@ -201,7 +201,7 @@ def make_openai(spec: LLMSpec, settings: LLMSettings, *, api_key: str | None = N
     """A ChatOpenAI for OpenAI or any OpenAI-compatible server."""
     from langchain_openai import ChatOpenAI
 
-    key = api_key or os.environ.get("OPENAI_API_KEY")
+    key = api_key or env().openai_api_key
     if not key and not spec.base_url:
         raise ConfigError(
             f"--llm {spec.label} needs OPENAI_API_KEY; for a local server use "

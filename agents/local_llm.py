@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from archlore.tools.env import env
 from archlore.tools.errors import ArchloreError
 
 if TYPE_CHECKING:
@@ -117,8 +118,8 @@ Fetch = Callable[[Sequence[tuple[str, str]], Path], list[Path]]
 
 def default_cache_dir() -> Path:
     """`$ARCHLORE_CACHE/models` if set, else `~/.cache/archlore/models`."""
-    root = os.environ.get("ARCHLORE_CACHE")
-    return Path(root) / "models" if root else Path.home() / ".cache" / "archlore" / "models"
+    root = env().archlore_cache
+    return root / "models" if root else Path.home() / ".cache" / "archlore" / "models"
 
 
 def pip_download(packages: Sequence[tuple[str, str]], dest: Path) -> list[Path]:
@@ -286,8 +287,8 @@ def default_threads() -> int:
     slower than 1."""
     raw = os.environ.get("ARCHLORE_LLM_THREADS", "1")
     try:
-        threads = int(raw)
-    except ValueError:
+        threads = env().archlore_llm_threads
+    except ArchloreError:
         raise LocalLLMError(
             f"ARCHLORE_LLM_THREADS={raw!r} is not an integer; set it to e.g. 1") from None
     if threads < 1:

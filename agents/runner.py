@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from archlore.tools.env import env
 from archlore.tools.errors import ArchloreError, ConfigError, DataError
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.executors import Executor, TabularExecutor
@@ -43,7 +44,7 @@ class RunLocked(ArchloreError):
 
 
 def runs_dir(path: str | Path | None = None) -> Path:
-    return Path(path or os.environ.get("ARCHLORE_RUNS") or "runs")
+    return Path(path or env().archlore_runs or "runs")
 
 
 # A run id names a folder under the runs directory: a plain name, never a path (no separators,
@@ -114,7 +115,7 @@ def make_executor(settings: RunSettings, space: SearchSpace, table: Table | None
 
         kwargs = {"epochs": settings.train_epochs} if settings.train_epochs else {}
         # one thread by default: on a busy 2-core machine torch's default was 5-20x slower
-        threads = int(os.environ.get("ARCHLORE_TRAIN_THREADS", "1")) or None
+        threads = env().archlore_train_threads or None
         return TrainingExecutor(space, settings.target, seed=settings.seed, threads=threads, **kwargs)
     if table is None:
         raise DataError(f"space {space.name!r} has no table: pass --table FILE.csv or --executor train")
