@@ -322,7 +322,7 @@ def migrate(
     (data_tasks=unknown); recall leaves them out unless it is asked to include them. Safe to run
     again; an interrupted migration is finished by running it again.
     """
-    from archlore.memory.store import migrate_store
+    from archlore.memory.migrate import migrate_store
 
     report = migrate_store(memory or default_location(), embedding=embedding.value if embedding else "auto")
     if as_json:

@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,8 @@ def task_name(i: int) -> str:
 
 def task_description(rng: random.Random) -> str:
     problem, tail = rng.choice(PROBLEMS)
-    return f"{problem} of {rng.choice(SIZES)} {rng.choice(MODALITIES)} {tail.format(n=rng.choice([2, 10, 100, 120, 1000]))}"
+    n = rng.choice([2, 10, 100, 120, 1000])
+    return f"{problem} of {rng.choice(SIZES)} {rng.choice(MODALITIES)} {tail.format(n=n)}"
 
 
 def synthetic_export(n: int, *, first_task: int = 0, seed: int = 0) -> dict[str, Any]:
@@ -141,7 +141,8 @@ def recall_times(memory: Path, embedding: str, repeats: int, rng: random.Random,
         store.recall("nb201", "warm up", k=10)
         for i in range(repeats):
             target = task_name(rng.randrange(n_tasks))
-            desc, evidence = f"{target}: {task_description(rng)} ({i})", f"nor_conv_3x3 at edge{rng.randint(1, 3)} ({i})"
+            desc = f"{target}: {task_description(rng)} ({i})"
+            evidence = f"nor_conv_3x3 at edge{rng.randint(1, 3)} ({i})"
             t0 = time.perf_counter()
             got = store.recall("nb201", desc, evidence, k=10, exclude_tasks=[target], exclude_data=[target])
             times.append(time.perf_counter() - t0)
@@ -190,8 +191,9 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"embedding `{results['embedding']}`. Synthetic NB201 principles (60 per task, 1 to 3 runs each, "
         "full provenance); see `benchmarks/memory_scale.py`.",
         "",
-        "| principles | imported (`archlore memory import`) | query p50 / p95 (in-process) | of which embedding the query (p50) | "
-        "recall p50 / p95 (in-process, k=10) | cold `archlore memory query` p50 / max |",
+        "| principles | imported (`archlore memory import`) | query p50 / p95 (in-process) "
+        "| of which embedding the query (p50) | recall p50 / p95 (in-process, k=10) "
+        "| cold `archlore memory query` p50 / max |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for size, r in results["sizes"].items():

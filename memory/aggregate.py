@@ -38,11 +38,6 @@ def principle_id(space: str, task: str, position: str, choice: str, direction: s
     return "p-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def task_id(space: str, task: str) -> str:
-    """The id of a task's entry in the task index."""
-    return "t-" + hashlib.sha256(f"{space}\x1f{task}".encode()).hexdigest()[:16]
-
-
 def contribution(
     p: Principle, task: TaskInfo, outcome: Outcome, provenance: Provenance, created: float
 ) -> Contribution:
@@ -191,40 +186,3 @@ def where(space: str | None = None, task: str | None = None, extra: Sequence[dic
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
-
-
-# --------------------------------------------------------------------------- the task index
-#
-# One entry per (space, task): the task's latest non-empty description (what recall compares a new
-# task with), the union of its data tasks and the highest confidence any contribution gave (which
-# bounds what its principles can score). Remembering and importing only ever *merge* into an entry
-# (union, max, latest wins), so an entry written before its records, or twice, is still right;
-# forgetting recomputes the entry from the records that are left.
-
-
-def task_entry(space: str, task: str, contributions: Iterable[Contribution]) -> dict[str, Any]:
-    """The index metadata of a task, from (some of) its contributions."""
-    entry = {"space": space, "task": task, "description": "", "description_stamp": -1.0,
-             "description_run": "", "data_tasks": "[]", "confidence_max": 0.0}
-    return merge_task_entry(entry, contributions)
-
-
-def merge_task_entry(entry: dict[str, Any], contributions: Iterable[Contribution]) -> dict[str, Any]:
-    """``entry`` with more contributions folded in: data tasks united, the latest description kept."""
-    out = dict(entry)
-    data = set(json.loads(out.get("data_tasks", "[]")))
-    for c in contributions:
-        data.update(c.get("data_tasks") or [UNKNOWN])
-        out["confidence_max"] = max(float(out.get("confidence_max", 1.0)), float(c["confidence"]))
-        if c.get("task_description"):
-            stamp = (float(c["created"]), c["run_id"])
-            if stamp > (float(out["description_stamp"]), out["description_run"]):
-                out.update(description=c["task_description"], description_stamp=stamp[0],
-                           description_run=stamp[1])
-    out["data_tasks"] = json.dumps(sorted(data))
-    return out
-
-
-def task_document(entry: dict[str, Any]) -> str:
-    """What stands for a task in recall: its description, or its name when it has none."""
-    return entry.get("description") or entry["task"]

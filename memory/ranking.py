@@ -120,7 +120,8 @@ def score_task(rows: Sequence[Row], task_sim: float, evidence: np.ndarray | None
     for r, ev in zip(rows, evid):
         m = r.meta
         sim = similarity(task_sim, float(ev), has_task=has_task, has_evidence=evidence is not None)
-        total = sim * (BASE + CONFIDENCE_WEIGHT * m["confidence"] + OUTCOME_WEIGHT * _scaled(m.get("best_metric"), lo, hi))
+        outcome = _scaled(m.get("best_metric"), lo, hi)
+        total = sim * (BASE + CONFIDENCE_WEIGHT * m["confidence"] + OUTCOME_WEIGHT * outcome)
         out.append(Scored(round(total, 6), round(sim, 6), len(directions[(m["position"], m["choice"])]) > 1, r))
     return out
 

@@ -15,7 +15,7 @@ then reads whole tasks, most similar first, until no task left unread can reach 
 Every contribution records its provenance (``Provenance``: space, task, the tasks whose *data*
 produced it, run, archlore version), and ``recall(exclude_data=[...])`` leaves out every
 contribution whose data touched those tasks. Stores written before provenance (encoding 1) are
-refused on open until ``archlore memory migrate`` (``migrate_store``) marks their contributions as of
+refused on open until ``archlore memory migrate`` (``archlore.memory.migrate``) marks their contributions as of
 unknown data; ``recall`` leaves those out unless ``include_unknown=True``.
 
 Backends (``archlore.memory.backends``): a folder under an inter-process file lock, or a
@@ -25,7 +25,6 @@ Backends (``archlore.memory.backends``): a folder under an inter-process file lo
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,20 +35,17 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from archlore.memory import taskindex
 from archlore.memory.aggregate import (
     Contribution,
     aggregate,
     contribution,
-    unpack,
     excluded,
     key_of,
-    merge_task_entry,
     principle_id,
     sort_key,
-    task_document,
-    task_entry,
-    task_id,
     to_record,
+    unpack,
     where,
 )
 from archlore.memory.backends import Backend, open_backend
@@ -73,14 +69,11 @@ from archlore.memory.record import (
     archlore_version,
 )
 
-__all__ = [
-    "PrincipleStore", "Recalled", "default_location", "migrate_store", "open_store", "principle_id",
-]
+__all__ = ["PrincipleStore", "Recalled", "default_location", "open_store", "principle_id"]
 
 log = logging.getLogger(__name__)
 
 COLLECTION = "principles"
-TASKS = "principle_tasks"
 CANDIDATES_PER_RESULT = 20
 """recall asks Chroma for the k x this many principles nearest to the evidence text, and reads
 about that many principles (whole tasks) before it settles for the best of what it read."""
@@ -165,7 +158,7 @@ class PrincipleStore:
             )
         self._check(col.metadata or {})
         tasks = client.get_or_create_collection(
-            TASKS,
+            taskindex.COLLECTION,
             embedding_function=None,
             configuration={"hnsw": {"space": "cosine"}},
             metadata={"archlore": "principle task index", "embedding": self.embedding_name},
@@ -263,52 +256,6 @@ class PrincipleStore:
             sl = slice(start, start + WRITE_BATCH)
             col.upsert(ids=ids[sl], documents=docs[sl], metadatas=metas[sl], embeddings=embs[sl])
 
-    def _merge_tasks(self, tasks: Any, incoming: dict[tuple[str, str], list[Contribution]]) -> None:
-        """Fold contributions into their tasks' index entries (a union: safe to do before the records)."""
-        ids = {task_id(*st): st for st in incoming}
-        got = tasks.get(ids=list(ids), include=["metadatas", "documents"])
-        old = {rid: (doc, meta) for rid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])}
-        new: dict[str, dict[str, Any]] = {}
-        for tid, (space, task) in ids.items():
-            before = old[tid][1] if tid in old else task_entry(space, task, [])
-            entry = merge_task_entry(before, incoming[(space, task)])
-            if tid not in old or entry != before:
-                new[tid] = entry
-        self._put_tasks(tasks, new, {tid: doc for tid, (doc, _) in old.items()})
-
-    def _recompute_tasks(self, col: Any, tasks: Any, affected: set[tuple[str, str]]) -> None:
-        """Rebuild the index entries of these tasks from their records (after a forget)."""
-        by_space: dict[str, list[str]] = {}
-        for space, task in affected:
-            by_space.setdefault(space, []).append(task)
-        contribs: dict[tuple[str, str], list[Contribution]] = {st: [] for st in affected}
-        for space, names in by_space.items():
-            for start in range(0, len(names), 100):
-                got = col.get(where=where(space, None, [{"task": {"$in": names[start:start + 100]}}]),
-                              include=["metadatas"])
-                for meta in got["metadatas"]:
-                    contribs[(space, meta["task"])].extend(unpack(meta)["contributions"])
-        gone = [task_id(*st) for st, cs in contribs.items() if not cs]
-        if gone:
-            tasks.delete(ids=gone)
-        new = {task_id(*st): task_entry(st[0], st[1], cs) for st, cs in contribs.items() if cs}
-        if new:
-            got = tasks.get(ids=list(new), include=["documents"])
-            self._put_tasks(tasks, new, dict(zip(got["ids"], got["documents"])))
-
-    def _put_tasks(self, tasks: Any, entries: dict[str, dict[str, Any]], old_docs: dict[str, str]) -> None:
-        if not entries:
-            return
-        docs = {tid: task_document(e) for tid, e in entries.items()}
-        same = [tid for tid in entries if old_docs.get(tid) == docs[tid]]
-        if same:  # the embedding stays: only the metadata changes
-            tasks.update(ids=same, metadatas=[entries[t] for t in same])
-        fresh = [tid for tid in entries if old_docs.get(tid) != docs[tid]]
-        if fresh:
-            vectors = self._embed_cached(docs[t] for t in fresh)
-            tasks.upsert(ids=fresh, documents=[docs[t] for t in fresh],
-                         metadatas=[entries[t] for t in fresh], embeddings=[vectors[docs[t]] for t in fresh])
-
     def remember(
         self,
         principles: Sequence[Principle],
@@ -366,7 +313,7 @@ class PrincipleStore:
                 if previous is not None:  # a retry of the same run: keep its first timestamp
                     contrib["created"] = previous["created"]
                 aggregates[rid] = (key, [c for c in old if c["run_id"] != run_id] + [contrib])
-            self._merge_tasks(tasks, {(task.space, task.task): [c for _, c in incoming.values()]})
+            taskindex.merge(tasks, {(task.space, task.task): [c for _, c in incoming.values()]}, self._embed_cached)
             self._write(col, aggregates, stored, vectors)
         log.info("remembered %d principles of run %s (%s/%s, data %s)", len(incoming), run_id, task.space,
                  task.task, ", ".join(provenance.data_tasks))
@@ -416,7 +363,7 @@ class PrincipleStore:
                     col.delete(ids=delete)
                 if rewrite:
                     self._write(col, rewrite, stored, {})
-                self._recompute_tasks(col, tasks, affected)  # after the records: the index stays a superset
+                taskindex.recompute(col, tasks, affected, self._embed_cached)  # after the records
         return sorted(delete + list(rewrite))
 
     def import_(
@@ -446,17 +393,19 @@ class PrincipleStore:
             by_task: dict[tuple[str, str], list[Contribution]] = {}
             for key, contribs in batch.values():
                 by_task.setdefault((key["space"], key["task"]), []).extend(contribs)
-            self._embed_cached(task_document(task_entry(s, t, cs)) for (s, t), cs in by_task.items())
+            self._embed_cached(taskindex.task_document(taskindex.task_entry(s, t, cs))
+                               for (s, t), cs in by_task.items())
             with self._session(write=True) as (col, tasks):
                 got = col.get(ids=list(batch), include=["metadatas", "documents", "embeddings"])
                 stored = _stored(got)
                 metas = dict(zip(got["ids"], got["metadatas"]))
                 aggregates = {}
                 for rid, (key, contribs) in batch.items():
-                    by_run = {c["run_id"]: c for c in (unpack(metas[rid], rid)["contributions"] if rid in metas else [])}
+                    old = unpack(metas[rid], rid)["contributions"] if rid in metas else []
+                    by_run = {c["run_id"]: c for c in old}
                     by_run.update({c["run_id"]: c for c in contribs})
                     aggregates[rid] = (key, list(by_run.values()))
-                self._merge_tasks(tasks, by_task)
+                taskindex.merge(tasks, by_task, self._embed_cached)
                 self._write(col, aggregates, stored, vectors)
             if progress is not None:
                 progress(min(start + batch_size, total), total)
@@ -518,8 +467,7 @@ class PrincipleStore:
         ``"unknown"`` when the memory holds principles of unknown origin (migrated or old imports).
         """
         with self._session() as (_, tasks):
-            got = tasks.get(where=where(space), include=["metadatas"])
-        return {t for meta in got["metadatas"] for t in json.loads(meta.get("data_tasks", "[]"))}
+            return taskindex.data_tasks(tasks, space)
 
     def query(
         self, text: str, *, space: str | None = None, task: str | None = None, k: int = 5
@@ -601,7 +549,7 @@ class PrincipleStore:
             conf_max: dict[str, float] = {}
             for meta, emb in zip(index["metadatas"], index["embeddings"]):
                 name = meta["task"]
-                descriptions[name] = task_document(meta)
+                descriptions[name] = taskindex.task_document(meta)
                 task_sims[name] = _cos(query_vecs[task_description], emb) if has_task else 1.0
                 conf_max[name] = float(meta.get("confidence_max", 1.0))
             evid_floor, evid_max = (0.0, {}) if has_ev else (1.0, {})
@@ -665,53 +613,6 @@ class PrincipleStore:
                 rows.setdefault(meta["task"], []).append(Row(rid, doc, meta, vectors[doc]))
         return rows
 
-    # -- migration
-
-    def _migrate(self) -> dict[str, Any]:
-        """Rewrite encoding-1 records with unknown provenance and rebuild the task index."""
-        migrated = contributions = 0
-        with self._session(write=True) as (col, tasks):
-            before = dict(col.metadata or {})
-            old_version = int(before.get("encoding_version", 1))
-            by_task: dict[tuple[str, str], list[Contribution]] = {}
-            records: list[tuple[str, dict[str, Any]]] = []
-            offset = 0
-            while True:  # read everything first: paging while rewriting could skip records
-                got = col.get(include=["metadatas"], limit=PAGE, offset=offset)
-                records += zip(got["ids"], got["metadatas"])
-                if len(got["ids"]) < PAGE:
-                    break
-                offset += PAGE
-            ids, metas = [], []
-            for rid, meta in records:
-                flat = unpack(meta, rid)
-                contribs = flat["contributions"]
-                if int(meta.get("encoding_version", 1)) < ENCODING_VERSION:
-                    for c in contribs:
-                        c.setdefault("data_tasks", [UNKNOWN])
-                        c.setdefault("archlore_version", UNKNOWN)
-                    new_meta = aggregate(key_of(meta), contribs)[1]
-                    ids.append(rid)  # Chroma merges metadata on update: drop the old flat keys
-                    metas.append({**{k: None for k in meta if k not in new_meta}, **new_meta})
-                    contributions += len(contribs)
-                by_task.setdefault((meta["space"], meta["task"]), []).extend(contribs)
-            for start in range(0, len(ids), WRITE_BATCH):
-                # documents and embeddings stay: the same contributions give the same text
-                col.update(ids=ids[start:start + WRITE_BATCH], metadatas=metas[start:start + WRITE_BATCH])
-            migrated = len(ids)
-            stale = tasks.get(include=[])["ids"]
-            if stale:
-                tasks.delete(ids=stale)
-            self._put_tasks(tasks, {task_id(*st): task_entry(st[0], st[1], cs) for st, cs in by_task.items()}, {})
-            if old_version < ENCODING_VERSION:
-                after = {**before, "encoding_version": ENCODING_VERSION, "migrated_from": old_version,
-                         "migrated_at": time.time(), "migrated_by": archlore_version()}
-                col.modify(metadata=after)
-        return {"location": self.location, "from_encoding": old_version, "to_encoding": ENCODING_VERSION,
-                "principles_migrated": migrated, "contributions_marked_unknown": contributions,
-                "tasks_indexed": len(by_task)}
-
-
 def _stored(got: dict[str, Any]) -> dict[str, tuple[str, Any]]:
     """id -> (document, embedding) of a Chroma ``get`` result."""
     embs = got.get("embeddings")
@@ -759,7 +660,7 @@ def open_store(
     ``embedding``: ``"minilm"`` (default), ``"hash"``, an embedding function, or ``"auto"``
     (whatever an existing memory was built with, MiniLM for a new one). Opening a memory with
     another embedding than it was built with raises ``EmbeddingMismatch``; a memory written before
-    provenance raises ``MemoryNeedsMigration`` (``migrate_store`` / ``archlore memory migrate``).
+    provenance raises ``MemoryNeedsMigration`` (``archlore memory migrate``; ``archlore.memory.migrate``).
     ``lock_timeout``: seconds to wait for another process's write before giving up.
     """
     backend = open_backend(default_location() if location is None else location, lock_timeout=lock_timeout)
@@ -768,29 +669,3 @@ def open_store(
     except BaseException:
         backend.close()
         raise
-
-
-def migrate_store(
-    location: str | Path | None = None,
-    *,
-    embedding: str | Any = "auto",
-    lock_timeout: float = 120.0,
-) -> dict[str, Any]:
-    """Bring a memory written by an older archlore up to the current encoding, in place.
-
-    Encoding 1 -> 2: every contribution gets ``data_tasks=["unknown"]`` and
-    ``archlore_version="unknown"`` (``recall`` then leaves them out unless ``include_unknown``),
-    and the collection records ``migrated_from``, ``migrated_at`` and ``migrated_by``. The task
-    index is rebuilt from the records. Running it again, or on a current memory, changes nothing
-    but the index rebuild; a migration killed halfway is finished by running it again.
-    Returns a report (counts of what changed).
-    """
-    backend = open_backend(default_location() if location is None else location, lock_timeout=lock_timeout)
-    try:
-        if _peek(backend) is None:
-            return {"location": backend.location, "from_encoding": None, "to_encoding": ENCODING_VERSION,
-                    "principles_migrated": 0, "contributions_marked_unknown": 0, "tasks_indexed": 0}
-        store = PrincipleStore(backend, _resolve_embedding(backend, embedding), _migrating=True)
-        return store._migrate()
-    finally:
-        backend.close()

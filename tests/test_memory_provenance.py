@@ -11,14 +11,24 @@ from typer.testing import CliRunner
 
 from archlore.agents.cli_memory import memory_app
 from archlore.memory.errors import MemoryFormatError, MemoryNeedsMigration, MemoryStoreError
-from archlore.memory.record import ENCODING_VERSION, UNKNOWN, Outcome, Principle, Provenance, TaskInfo, archlore_version
-from archlore.memory.store import migrate_store, open_store, principle_id
+from archlore.memory.migrate import migrate_store
+from archlore.memory.record import (
+    ENCODING_VERSION,
+    UNKNOWN,
+    Outcome,
+    Principle,
+    Provenance,
+    TaskInfo,
+    archlore_version,
+)
+from archlore.memory.store import open_store, principle_id
 from archlore.tools.errors import ArchloreError
 
 IMAGES = "image classification of 32x32 colour photos"
 
 
-def P(position: str, choice: str, direction: str = "prefer", confidence: float = 0.8, text: str | None = None) -> Principle:
+def P(position: str, choice: str, direction: str = "prefer", confidence: float = 0.8,
+      text: str | None = None) -> Principle:
     return Principle(text=text or f"{direction} {choice} at {position}", position=position, choice=choice,
                      direction=direction, confidence=confidence)
 

@@ -105,7 +105,8 @@ def _brute_force(s, space: str, description: str, evidence: str, k: int, exclude
     vecs = s._embed_cached([description, evidence])
     with s._session() as (col, tasks):
         index = tasks.get(where={"space": space}, include=["metadatas", "embeddings"])
-        sims = {m["task"]: store_module._cos(vecs[description], e) for m, e in zip(index["metadatas"], index["embeddings"])}
+        sims = {m["task"]: store_module._cos(vecs[description], e)
+                for m, e in zip(index["metadatas"], index["embeddings"])}
         rows = s._task_rows(col, space, list(sims), runs, data)
     scored = [x for name, rs in rows.items() for x in score_task(rs, sims[name], vecs[evidence], has_task=True)]
     return [(x.row.id, x.score) for x in best(scored, k)]
