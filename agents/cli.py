@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from archlore.tools.errors import ArchloreError, ConfigError
@@ -163,8 +164,9 @@ def _write_out(out: Path, record: dict) -> None:
 def _print_summary(rec: dict) -> None:
     best = rec.get("best") or {}
     console.print(
-        f"[bold]{rec['run_id']}[/]: {rec['space']} {rec.get('source') or '-'} -> {rec['target']}, llm {rec['llm']}, "
-        f"{rec['used']}/{rec['budget']} evaluations, best valid {best.get('valid', float('nan')):.4f}"
+        f"[bold]{escape(str(rec['run_id']))}[/]: "
+        + escape(f"{rec['space']} {rec.get('source') or '-'} -> {rec['target']}, llm {rec['llm']}, ")
+        + f"{rec['used']}/{rec['budget']} evaluations, best valid {best.get('valid', float('nan')):.4f}"
         + (f", test {best['test']:.4f}" if best.get("test") is not None else ""),
         highlight=False, soft_wrap=True,
     )
@@ -281,7 +283,7 @@ def main() -> None:  # pragma: no cover - console entry
     try:
         app()
     except ArchloreError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in a file
         import tempfile
@@ -290,7 +292,7 @@ def main() -> None:  # pragma: no cover - console entry
         fd, path = tempfile.mkstemp(prefix="archlore-crash-", suffix=".txt")
         with os.fdopen(fd, "w") as fh:
             traceback.print_exc(file=fh)
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {str(exc)[:200]} (a bug in archlore; "
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc)[:200])} (a bug in archlore; "
                   f"the traceback is in {path})", highlight=False, soft_wrap=True)
         sys.exit(1)
 

@@ -266,9 +266,11 @@ def execute(
             "recursion_limit": recursion_limit(settings.budget, settings.check_every, settings.warmup),
         }
         snapshot = graph.get_state(config)
-        if resume and snapshot.values and not snapshot.next:
+        if resume and snapshot.values and not snapshot.next and not snapshot.tasks:
             state = snapshot.values  # already finished: rebuild the record
         else:
+            # a kill between a node's saved writes and the next checkpoint leaves next=() with the
+            # node's task (and its writes) pending: continuing from None applies them and goes on
             # durability="sync": each step's checkpoint is on disk before the next step starts,
             # so a kill -9 loses at most the step in flight (whose evaluations the ledger keeps)
             for _ in graph.stream(
