@@ -172,6 +172,8 @@ def _and(items: Sequence[str]) -> str:
 
 
 def _where(positions: Sequence[str], n_positions: int | None) -> str:
+    if "*" in positions:
+        return "at every position"
     if n_positions and len(positions) == n_positions > 1:
         return "on every edge" if all(_EDGE.match(p) for p in positions) else "at every position"
     if len(positions) > 6:
