@@ -227,8 +227,9 @@ def effect_principles(ev: Evidence, *, tuning: Tuning = TUNING) -> list[Principl
     return effect_statements(out[: t.max_effect_principles], ev)
 
 
-def _lift(ev: Evidence, positions: list[int], cid: int) -> float:
-    lifts = [ev.stats[j][cid].lift for j in positions if ev.stats[j]]
+def _lift(ev: Evidence, ids: dict[int, int]) -> float:
+    """Mean lift of the choice (`ids`: position -> choice id) over the positions with statistics."""
+    lifts = [ev.stats[j][c].lift for j, c in ids.items() if ev.stats[j]]
     return float(np.mean(lifts)) if lifts else 1.0
 
 
@@ -245,12 +246,19 @@ def verify(
         if positions == [None]:
             rejected.append({"principle": d.model_dump(), "reason": f"unknown position {d.position!r}"})
             continue
-        try:
-            cid = space.positions[positions[0]].id_of(d.choice.strip())
-        except SpaceError as exc:
-            rejected.append({"principle": d.model_dump(), "reason": str(exc)})
+        ids: dict[int, int] = {}  # position -> choice id, where the position has the choice
+        error = ""
+        for j in positions:
+            try:
+                ids[j] = space.positions[j].id_of(d.choice.strip())
+            except SpaceError as exc:
+                error = error or str(exc)
+        if not ids or (d.position.strip() != "*" and error):
+            rejected.append({"principle": d.model_dump(), "reason": error})
             continue
-        lift = _lift(ev, positions, cid)
+        positions = list(ids)
+        cid = ids[positions[0]]
+        lift = _lift(ev, ids)
         if (d.direction == "prefer" and lift < tuning.verify_prefer_min_lift) or (
             d.direction == "avoid" and lift > tuning.verify_avoid_max_lift
         ):

@@ -43,9 +43,12 @@ def planner_reply_model(space: SearchSpace, k: int) -> type[BaseModel]:
         ))
         for j, pos in enumerate(space.positions)
     }
-    fields["note"] = (str, Field(default="", max_length=200, description="one sentence on the choice"))
+    # the comment's key is "note" unless a position has that name (it would shadow the position)
+    names = {p.name for p in space.positions}
+    note = next(n for n in ("note", "planner_note", "planner_comment", "_planner_note") if n not in names)
+    fields["note"] = (str, Field(default="", alias=note, max_length=200, description="one sentence on the choice"))
     return create_model(
-        "PlannerReply", __config__=ConfigDict(populate_by_name=True),
+        "PlannerReply", __config__=ConfigDict(populate_by_name=False),
         __doc__="The refined search space: the allowed choices at every position.", **fields,
     )
 
@@ -99,7 +102,7 @@ def ranked_filter(
 
 def validate_reply(reply: BaseModel, space: SearchSpace, k: int, min_size: int) -> SpaceFilter:
     """The filter an answer describes, or a FilterError that says exactly what is wrong."""
-    given = {name: [str(c).strip() for c in choices] for name, choices in reply.model_dump(by_alias=True).items() if name != "note"}
+    given = {pos.name: [str(c).strip() for c in getattr(reply, f"p{j}")] for j, pos in enumerate(space.positions)}
     for name, choices in given.items():
         if not choices:
             raise FilterError(f"position {name!r} is empty: give it 1 to {k} choices")

@@ -214,3 +214,25 @@ def test_run_lessons_are_statements_against_a_uniform_choice(table):
     for p in lesson:  # the effects are the shares of the run's top cells, as before
         s = next(s for s in stats[[q.name for q in table.space.positions].index(p.position)] if s.choice == p.choice)
         assert p.evidence.startswith(f"cifar100 (run r): {s.top_count} of the top cells use {p.choice}")
+
+
+def test_a_star_claim_is_checked_where_its_choice_exists():
+    from archlore.agents.analyst import PrincipleDraft, verify
+    from archlore.tools.spaces import Position, SearchSpace
+
+    space = SearchSpace("uneven", [Position("a", ("1", "2", "3", "4")), Position("b", ("x",))])
+    cells = [((c, 0), float(c == 3)) for c in range(4)] * 3  # "4" at a: every top cell
+    ev = Evidence.compute(space, cells, label="source t", origin="source", task="t", n_top=3, shown=[])
+    draft = lambda choice: PrincipleDraft(text="t", position="*", choice=choice, direction="prefer", confidence=0.5)  # noqa: E731
+    kept, rejected = verify([draft("4"), draft("x"), draft("zz")], space, ev)
+    assert [(p.position, p.choice) for p in kept] == [("*", "4"), ("*", "x")]
+    assert len(rejected) == 1 and "unknown choice 'zz'" in rejected[0]["reason"]
+
+
+def test_a_position_named_note_keeps_its_choices():
+    from archlore.tools.spaces import Position, SearchSpace
+
+    space = SearchSpace("n", [Position("note", ("a", "b")), Position("act", ("x", "y"))])
+    schema = planner.planner_reply_model(space, 2)
+    reply = schema.model_validate({"note": ["a"], "act": ["x", "y"], "planner_note": "why"})
+    assert planner.validate_reply(reply, space, 2, 1).allowed == ((0,), (0, 1)) and reply.note == "why"
