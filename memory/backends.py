@@ -40,6 +40,8 @@ class Backend(Protocol):
 
     def session(self, *, write: bool = False) -> Any: ...  # a context manager yielding a client
 
+    def stamp(self) -> None: ...  # inside a session: it wrote after all
+
     def close(self) -> None: ...
 
 
@@ -70,11 +72,12 @@ class _Shared:
     lock: threading.RLock = field(default_factory=threading.RLock)
     client: Any = None
     token: str | None = None
+    pid: int = 0
     users: int = 0
 
     def drop(self) -> None:
         client, self.client, self.token = self.client, None, None
-        if client is not None:
+        if client is not None and self.pid == os.getpid():  # a forked child never touches the parent's
             try:
                 client.close()
             except Exception:  # closing is best effort; a new client is opened next time
@@ -167,9 +170,9 @@ class LocalBackend:
                 ) from None
             try:
                 token = self._read_token()
-                if shared.client is None or shared.token != token:
+                if shared.client is None or shared.token != token or shared.pid != os.getpid():
                     shared.drop()
-                    shared.client = self._open_client()
+                    shared.client, shared.pid = self._open_client(), os.getpid()
                 if write:  # stamped before writing: a writer killed halfway still invalidates readers
                     token = self._write_token()
                 shared.token = token
@@ -186,6 +189,11 @@ class LocalBackend:
                     raise
             finally:
                 self._file_lock.release()
+
+    def stamp(self) -> None:
+        """Inside a session that turned out to write: make other processes reopen their clients."""
+        with self._shared.lock:
+            self._shared.token = self._write_token()
 
     def close(self) -> None:
         if self._closed:
@@ -233,6 +241,9 @@ class HttpBackend:
                 raise MemoryUnavailable(f"lost the Chroma server at {self.location}: {exc}") from exc
             except chroma_errors() as exc:
                 raise MemoryStoreError(f"the Chroma server at {self.location} failed: {exc}") from exc
+
+    def stamp(self) -> None:
+        pass  # the server serves every client the same index
 
     def close(self) -> None:
         try:

@@ -105,7 +105,7 @@ class PrincipleStore:
         self._migrating = _migrating
         self._client: Any = None
         self._cols: tuple[Any, Any] | None = None
-        # bounded, and a call never reads a vector back from it (see _embed_cached)
+        # a bounded LRU; _embed_cached builds each call's answer itself, so no eviction loses a text
         self._vector = functools.lru_cache(maxsize=EMBED_CACHE)(self._embed_one)
         with self._session():  # create the collections, or check that they fit this embedding
             pass
@@ -141,9 +141,11 @@ class PrincipleStore:
     def _collections(self, client: Any) -> tuple[Any, Any]:
         from chromadb.errors import NotFoundError
 
+        created = False
         try:
             col = client.get_collection(COLLECTION, embedding_function=None)
         except (NotFoundError, ValueError):
+            created = True
             col = client.get_or_create_collection(
                 COLLECTION,
                 embedding_function=None,  # archlore embeds; Chroma must never fall back to a download
@@ -157,12 +159,18 @@ class PrincipleStore:
                 },
             )
         self._check(col.metadata or {})
-        tasks = client.get_or_create_collection(
-            taskindex.COLLECTION,
-            embedding_function=None,
-            configuration={"hnsw": {"space": "cosine"}},
-            metadata={"archlore": "principle task index", "embedding": self.embedding_name},
-        )
+        try:
+            tasks = client.get_collection(taskindex.COLLECTION, embedding_function=None)
+        except (NotFoundError, ValueError):
+            created = True
+            tasks = client.get_or_create_collection(
+                taskindex.COLLECTION,
+                embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={"archlore": "principle task index", "embedding": self.embedding_name},
+            )
+        if created:  # a write, though the session may be a read: other processes must reopen
+            self._backend.stamp()
         return col, tasks
 
     def _check(self, meta: dict[str, Any]) -> None:
