@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 DATA ?= $(if $(ARCHLORE_DATA),$(ARCHLORE_DATA),../shared/data)
 DEMO_SOURCE := $(if $(wildcard $(DATA)/nb201/nb201_all.csv),cifar10,none)
 
-.PHONY: setup setup-local demo test bench clean
+.PHONY: setup setup-local demo test test-local test-all bench clean
 
 $(BIN)/.archlore-base: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,11 +34,20 @@ demo: setup-local
 		--memory .archlore/memory --runs-dir .archlore/runs --run-id demo-$$(date +%Y%m%d-%H%M%S) \
 		--out .archlore/demo-record.json
 
-test: setup-local
+# The README's test command (and CI's): everything but the tests that need the embedded local
+# model, so a fresh machine needs no llama.cpp build for it.
+test: setup
+	$(BIN)/python -m pytest -q -m "not local_llm"
+
+# The tests that run the real local model (llama.cpp + Qwen2.5-Coder-1.5B): builds llama.cpp once.
+test-local: setup-local
+	$(BIN)/python -m pytest -q -m local_llm
+
+test-all: setup-local
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/archlore bench --protocol lapt-nb201 --strategy rea --strategy freq-prior --strategy agent --llm none --seeds 10 --out benchmarks/results/lapt-nb201.json
+	$(BIN)/archlore bench --protocol lapt-nb201 --strategy rea --strategy copy-top --strategy rea-seeded --strategy agent --llm none --split heldout --seeds 30 --out benchmarks/results/lapt-nb201.json
 
 clean:
 	rm -rf $(VENV) .archlore

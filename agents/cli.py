@@ -23,11 +23,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-from .cli_bench import bench
+from .cli_bench import bench, experiment_app
 from .cli_common import console, err
 from .cli_common import fail as _fail
 
 app.command()(bench)
+app.add_typer(experiment_app, name="experiment")
 
 
 def _mount_memory() -> None:

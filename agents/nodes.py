@@ -22,6 +22,7 @@ from archlore.tools.strategies import REA, GuidedREA, RandomSearch, run_search
 from . import analyst, planner
 from .context import RunContext
 from .principles import principle_weights, render_evidence
+from .tuning import TUNING
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def make_proposer(ctx: RunContext, principles: list[Principle]):
     if s.strategy == "rea":
         return REA(s.population, s.tournament)
     weights = principle_weights(ctx.space, principles)
-    return GuidedREA(tuple(tuple(w) for w in weights), s.population, s.tournament)
+    return GuidedREA(tuple(tuple(w) for w in weights), s.population, s.tournament, temperature=TUNING.guided_temperature)
 
 
 def search(state: State, runtime: Runtime[RunContext]) -> dict:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import BudgetExhausted, ConfigError, SpaceExhausted
+from .errors import BudgetExhausted, ConfigError, SpaceExhausted, UnknownCell
 from .evaluator import Evaluator
 from .spaces import Arch, SearchSpace, SpaceFilter, sample_unseen
 
@@ -115,13 +115,44 @@ def run_search(
             flt = wider.check(space)
             continue
         try:
-            ev = evaluator.evaluate(arch, proposed_by=proposed_by or proposer.name, round=round)
+            try:
+                ev = evaluator.evaluate(arch, proposed_by=proposed_by or proposer.name, round=round)
+            except UnknownCell:  # a partial table has no row for it: take the nearest row that exists
+                near = nearest_known(evaluator, arch, flt, rng)
+                if near is None:
+                    wider = widen(flt) if widen else None
+                    if wider is None or wider.size() <= flt.size():
+                        log.info("no evaluable cell left in the filter of size %d; stopping", flt.size())
+                        return SearchOutcome(done, "exhausted", flt)
+                    flt = wider.check(space)
+                    continue
+                ev = evaluator.evaluate(near, proposed_by=f"{proposed_by or proposer.name}~nearest", round=round)
         except BudgetExhausted:
             return SearchOutcome(done, "budget", flt)
         done += 1
         if on_eval:
             on_eval(ev)
     return SearchOutcome(done, "done", flt)
+
+
+def nearest_known(evaluator: Evaluator, arch: Arch, flt: SpaceFilter, rng: np.random.Generator) -> Arch | None:
+    """The unevaluated cell inside `flt` that the executor can evaluate and that differs from `arch`
+    at the fewest positions (ties broken by `rng`), or None when there is none.
+
+    For executors over partial tables (`executor.known()`): a proposal without a row is replaced by
+    the closest row that exists, so the proposer's intent is kept and no budget is spent on a miss.
+    """
+    known = getattr(evaluator.executor, "known", None)
+    if known is None:
+        return None
+    space = evaluator.space
+    seen = {a for a, _ in evaluator.pairs()}
+    cands = [a for a in (space.from_index(int(i)) for i in known()) if flt.contains(a) and a not in seen]
+    if not cands:
+        return None
+    dist = np.array([sum(x != y for x, y in zip(a, arch)) for a in cands])
+    best = np.flatnonzero(dist == dist.min())
+    return cands[int(best[rng.integers(best.size)])]
 
 
 def widen_to_full(space: SearchSpace) -> Callable[[SpaceFilter], SpaceFilter | None]:
