@@ -38,10 +38,6 @@ def whole(tmp_path_factory):
     return out
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "a kill that lands between a node's saved writes and the next checkpoint (often at a round "
-    "boundary) makes the resume stop early: see test_kill_between_a_nodes_writes_and_the_next_checkpoint; "
-    "remove this marker when that one passes"))
 @pytest.mark.parametrize("seed", [0, 1])
 def test_kill9_at_seeded_moments_then_resume_gives_the_same_sequence(tmp_path, whole, seed):
     kills = seeded_kills(random.Random(seed), 3, BUDGET)
@@ -74,7 +70,6 @@ SLOW_CLI = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=False, reason="the per-run lock is being implemented in agents/runner.py")
 def test_two_resumes_at_once_one_is_refused_in_one_line(tmp_path, whole):
     run = subprocess.Popen(CLI + run_args("race", tmp_path, DATA, budget=BUDGET), env=_env(),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -114,12 +109,6 @@ KILL_AFTER_ASSESS_WRITES = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "agents/runner.py execute(): on --resume, `not snapshot.next` is read as 'the run finished', but "
-    "after a kill between a node's saved writes and the next checkpoint LangGraph reports next=() "
-    "with the node in snapshot.tasks (its writes pending); the resume then rebuilds the record "
-    "and exits 0 with 10 of 30 evaluations (stopped 'unknown'). Check `not snapshot.tasks` too, "
-    "or always invoke(None) on resume"))
 @pytest.mark.parametrize("at_assess", [2, 4])
 def test_kill_between_a_nodes_writes_and_the_next_checkpoint(tmp_path, whole, at_assess):
     env = {**_env(), "KILL_AT_ASSESS": str(at_assess)}
