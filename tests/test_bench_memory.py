@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from archlore.agents.cli_bench import bench
+from archlore.agents.cli_bench import bench, experiment_app
 from archlore.benchmarks.harness import run_bench
 from archlore.benchmarks.strategies_agent import check_memory
 from archlore.memory.record import Outcome, Principle, TaskInfo
@@ -58,6 +58,7 @@ def test_bench_command_flag(tmp_path):
     mem = _memory(tmp_path / "m", task="imagenet16-120", data_tasks=["imagenet16-120", "cifar100"])
     app = typer.Typer()
     app.command()(bench)
+    app.add_typer(experiment_app, name="experiment")  # as agents/cli.py mounts them
     args = ["bench", "--protocol", "lapt-nb201", "--strategy", "agent", "--target", "cifar100", "--source", "cifar10",
             "--seeds", "1", "--memory", str(mem), "--out", str(tmp_path / "c.json")]
     res = CliRunner().invoke(app, args)
