@@ -413,12 +413,15 @@ def run_persistent(
         if (run_dir / "settings.json").exists():
             raise ConfigError(f"run {settings.run_id!r} already exists in {root_dir}; pass --resume {settings.run_id} to continue it")
         preflight(settings)  # bad data, tasks or budget: fail before anything is created
+        if root_dir.exists() and not root_dir.is_dir():
+            raise ConfigError(f"--runs-dir {root_dir} is a file, not a folder: pass a folder for the runs")
         try:
             root_dir.mkdir(parents=True, exist_ok=True)
             run_dir.mkdir()
             made_dir = True
         except FileExistsError:
-            pass
+            if not run_dir.is_dir():
+                raise ConfigError(f"{run_dir} exists and is not a folder: pass another --run-id or --runs-dir") from None
         except OSError as exc:
             raise ConfigError(f"cannot create the run folder {run_dir}: {exc.strerror or exc}; pass another --runs-dir") from None
     before = {f for f in RUN_FILES if (run_dir / f).exists()}

@@ -567,10 +567,6 @@ def test_planner_reply_for_a_position_named_note():
 
 
 @needs_data
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "agents/runner.py run_persistent(): `--runs-dir FILE` (a file, not a folder) passes the "
-    "FileExistsError of root_dir.mkdir() as 'the run folder exists' and then dies with "
-    "NotADirectoryError (a traceback) instead of 'cannot create the run folder'"))
 def test_cli_runs_dir_that_is_a_file(tmp_path):
     (tmp_path / "runs").write_text("a file\n")
     assert_one_error_line(_archlore([], tmp_path), "runs")
