@@ -319,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
             r += 1
         say(f"\nKills: {planned} planned, {landed} landed while the process ran, {survived} survived "
             f"(the resumed run's evaluation sequence equals the uninterrupted one); {len(mismatches)} runs differ.")
-        say(f"Checkpoint size after kills: {min(sizes) / 1024:.0f}-{max(sizes) / 1024:.0f} KiB "
-            f"(uninterrupted {base.checkpoint_bytes / 1024:.0f} KiB).")
+        if sizes:
+            say(f"Checkpoint size after kills: {min(sizes) / 1024:.0f}-{max(sizes) / 1024:.0f} KiB "
+                f"(uninterrupted {base.checkpoint_bytes / 1024:.0f} KiB).")
         for m in mismatches:
             say(f"- mismatch {m}")
     rep = hostile_cli(a.hostile, data, seed=a.seed, in_process=not a.subprocess)
