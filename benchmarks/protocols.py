@@ -584,7 +584,7 @@ def get_protocol(
     return curves(base, budgets or DEFAULT_BUDGETS)
 
 
-def _paired(r: dict, b: dict, m: Metric) -> dict | None:
+def paired_difference(r: dict, b: dict, m: Metric) -> dict | None:
     """The paired-bootstrap difference r - b over seeds on metric m, and which way it points."""
     a = [None if v is None else float(v) for v in r["per_seed"][m.key]]
     c = [None if v is None else float(v) for v in b["per_seed"][m.key]]
@@ -619,7 +619,7 @@ def baseline_comparisons(proto: Protocol, rows: Sequence[dict], baselines: set[s
                 continue
             sign = 1 if m.better == "higher" else -1
             best = max(scored, key=lambda b: sign * b[key])  # the first of equals wins: baselines' order
-            diff = _paired(r, best, m)
+            diff = paired_difference(r, best, m)
             if diff is None:
                 continue
             out.append({
@@ -643,7 +643,7 @@ def baseline_tally(proto: Protocol, rows: Sequence[dict], baselines: Sequence[st
                 counts = {"better": 0, "no clear difference": 0, "worse": 0}
                 for r in mine:
                     b = next((b for b in _pair_baselines(r, rows, {base}) if b.get(key) is not None), None)
-                    res = _paired(r, b, m) if b is not None and r.get(key) is not None else None
+                    res = paired_difference(r, b, m) if b is not None and r.get(key) is not None else None
                     if res is not None:
                         counts[res["verdict"]] += 1
                 if sum(counts.values()):
@@ -654,5 +654,5 @@ def baseline_tally(proto: Protocol, rows: Sequence[dict], baselines: Sequence[st
 __all__ = [
     "CURVES", "CUSTOM", "DEFAULT_BUDGETS", "PROTOCOLS", "PROTOCOL_NAMES", "SEED_SPLITS", "EvalsToTop", "HitTop",
     "Metric", "PercentileAt", "PercentileAtLeast", "Protocol", "Regret", "Seeds", "TargetFacts", "Trace",
-    "aggregate", "baseline_comparisons", "baseline_tally", "get_protocol", "seed_range",
+    "aggregate", "baseline_comparisons", "baseline_tally", "get_protocol", "paired_difference", "seed_range",
 ]

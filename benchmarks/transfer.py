@@ -103,7 +103,25 @@ def run(
     return {"experiment": "memory-transfer", "space": space, "protocol": proto.name, "fill_tasks": fill,
             "fill_seeds": fill_split.to_json(), "fill_budget": fill_budget, "memory_data_tasks": provenance,
             "held_out": held_out, "budget": proto.budget, "seeds": seeds.to_json(),
-            "fill_seconds": round(fill_s, 1), "rows": rows}
+            "fill_seconds": round(fill_s, 1), "rows": rows, "comparisons": comparisons(space, rows)}
+
+
+def comparisons(space: str, rows: list[dict]) -> list[dict]:
+    """With the memory against without it (alone, and on top of the source table), per target and
+    shown metric: the paired-bootstrap difference over the same seeds."""
+    proto = P.PROTOCOLS[f"lapt-{space}"]
+    src = SETUPS[space][2]
+    by = {(r["target"], r["condition"]): r for r in rows}
+    out = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        for with_, without in (("memory", "no memory"), (f"source {src} + memory", f"source {src}")):
+            if (target, with_) not in by or (target, without) not in by:
+                continue
+            for key in SHOWN[space]:
+                d = P.paired_difference(by[(target, with_)], by[(target, without)], proto.metric(key))
+                if d is not None:
+                    out.append({"target": target, "with": with_, "without": without, "metric": key, **d})
+    return out
 
 
 def markdown(payload: dict) -> str:
@@ -118,7 +136,17 @@ def markdown(payload: dict) -> str:
          ", ".join(f"{k} ({v})" for k, v in r["recalled_tasks"].items()) or "–"]
         for r in payload["rows"]
     ]
-    return head + P.md_table(header, lines)
+    out = head + P.md_table(header, lines)
+    if payload.get("comparisons"):
+        header = ["target", "memory", "against", "metric", "difference (paired 95% CI)", "verdict"]
+        lines = []
+        for c in payload["comparisons"]:
+            m = proto.metric(c["metric"])
+            nd = 3 if m.kind == "proportion" else m.nd
+            lines.append([c["target"], c["with"], c["without"], m.label,
+                          f"{c['diff']:+.{nd}f} [{c['diff_lo']:+.{nd}f}, {c['diff_hi']:+.{nd}f}]", c["verdict"]])
+        out += "\nWith the memory against without it, paired over the same seeds:\n\n" + P.md_table(header, lines)
+    return out
 
 
 def write(payload: dict, out: Path) -> Path:

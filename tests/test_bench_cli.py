@@ -118,7 +118,18 @@ def test_experiment_transfer_runs_and_records_provenance(tmp_path):
     for r in payload["rows"]:
         assert len(r["per_seed"]["evals_to_top01"]) == 2
         assert bool(r["recalled_tasks"]) == ("memory" in r["condition"] and "no memory" not in r["condition"])
-    assert "provenance: cifar10" in out.with_suffix(".md").read_text()
+    # memory against no memory, alone and on top of the source table, paired over the same seeds
+    assert {(c["target"], c["with"], c["without"]) for c in payload["comparisons"]} == {
+        (t, w, wo) for t in ("cifar100", "imagenet16-120")
+        for w, wo in (("memory", "no memory"), ("source cifar10 + memory", "source cifar10"))}
+    rows = {(r["target"], r["condition"]): r for r in payload["rows"]}
+    for c in payload["comparisons"]:
+        if c["metric"] == "evals_to_top01":
+            a = rows[(c["target"], c["with"])]["per_seed"]["evals_to_top01"]
+            b = rows[(c["target"], c["without"])]["per_seed"]["evals_to_top01"]
+            assert c["diff"] == pytest.approx(sum(a) / 2 - sum(b) / 2, abs=1e-4)
+    md = out.with_suffix(".md").read_text()
+    assert "provenance: cifar10" in md and "paired over the same seeds" in md
 
 
 @pytest.mark.slow
