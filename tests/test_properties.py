@@ -412,8 +412,6 @@ def assert_cli_outcome(res, args: list[str]) -> None:
         assert lines and (lines[0].startswith("error:") or lines[0].startswith("Usage:")), (args, res.stderr)
 
 
-# A value known to crash today is left out here and pinned by a strict xfail below: `--runs-dir`
-# naming a file.
 ints = st.one_of(st.integers(-3, 12), st.sampled_from([2**31, 2**63, -(2**63)]))
 OPTION_VALUES = {
     "--budget": st.integers(-2, 8).map(str),
@@ -434,6 +432,7 @@ OPTION_VALUES = {
     "--llm-retries": st.sampled_from(["0", "-1", "3"]),
     "--tool-rounds": st.sampled_from(["-1", "0", "3"]),
     "--out": st.sampled_from(["OUT/r.json", "OUT/sub/deep/r.json", "OUT", "EMPTY"]),
+    "--runs-dir": st.sampled_from(["RUNSDIR", "EMPTY"]),
 }
 # a few options at once, so most examples get past the first check and into the run
 run_options = st.lists(st.sampled_from(sorted(OPTION_VALUES)), max_size=3, unique=True).flatmap(
@@ -449,7 +448,9 @@ def _materialise(opts: dict[str, str], tmp: Path) -> list[str]:
     (tmp / "empty.csv").write_text("")
     (tmp / "out").mkdir()
     subs = {"USER": {"--space": str(tmp / "mini.yaml"), "--table": str(tmp / "full.csv")},
-            "EMPTY": {"--table": str(tmp / "empty.csv"), "--out": str(tmp / "empty.csv" / "r.json")},
+            "EMPTY": {"--table": str(tmp / "empty.csv"), "--out": str(tmp / "empty.csv" / "r.json"),
+                      "--runs-dir": str(tmp / "empty.csv")},
+            "RUNSDIR": {"--runs-dir": str(tmp / "runs" / "deep" / "er")},
             "MISSING": {"--table": str(tmp / "missing.csv")}}
     args = []
     for k, v in opts.items():
@@ -537,10 +538,6 @@ def test_cli_negative_seed_is_refused_or_runs(tmp_path):
         assert_one_error_line(out, "seed")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a partial user table ends the run at the first cell without a row: the search proposes any "
-    "cell of the filter and TabularExecutor raises UnknownCell; the strategy should propose only "
-    "table.known(task) cells (agents/ and tools/strategies.py)"))
 def test_a_run_on_a_partial_user_table_finishes(tmp_path):
     import itertools
 
