@@ -281,8 +281,27 @@ def _print_memory(rec: dict) -> None:
 
 def main() -> None:  # pragma: no cover - console entry
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:  # typer 0.2x vendors click; older typers use click itself
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_errors
+
     try:
-        app()
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except getattr(click_errors, "NoArgsIsHelpError", ()):  # the help was printed
+        sys.exit(2)
+    except click_errors.UsageError as exc:  # a wrong option type, an unknown option...
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        err.print(f"[bold red]error:[/] {escape(exc.format_message())}{where}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click_errors.ClickException as exc:
+        err.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click_errors.Abort:
+        err.print("aborted", highlight=False)
+        sys.exit(130)
     except ArchloreError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -182,6 +182,8 @@ def parse_structured(schema: type[T], msg: Any) -> StructuredResult:
             errors.append(f"the arguments are not valid JSON ({exc.msg} at position {exc.pos})")
         except ValidationError as exc:
             errors.append(_short_validation(exc))
+        except RecursionError:  # a model stuck in a loop can nest thousands of brackets
+            errors.append("the arguments are nested too deeply to be read; answer with the flat object asked for")
     return StructuredResult(None, "; ".join(errors)[:800], msg)
 
 

@@ -373,10 +373,6 @@ def test_analyst_replies_give_checked_principles(data, which, seed, bad, content
         assert any(p.choice in pos.choices for pos in positions), p
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-    "agents/llm.py parse_structured: json.loads of a deeply nested answer raises RecursionError "
-    "(caught only as JSONDecodeError/ValidationError), so a looping model's '[[[[...' ends the call "
-    "with an exception instead of an error message for the repair turn"))
 @pytest.mark.parametrize("where", ["invalid_tool_call", "content"])
 def test_parse_structured_survives_a_deeply_nested_answer(where):
     from archlore.agents.llm import parse_structured
