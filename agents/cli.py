@@ -299,7 +299,7 @@ def main() -> None:  # pragma: no cover - console entry
     except click_errors.ClickException as exc:
         err.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click_errors.Abort:
+    except typer.Abort:
         err.print("aborted", highlight=False)
         sys.exit(130)
     except ArchloreError as exc:
