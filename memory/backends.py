@@ -42,6 +42,8 @@ class Backend(Protocol):
 
     def stamp(self) -> None: ...  # inside a session: it wrote after all
 
+    def generation(self) -> str | None: ...  # inside a session: what was last written, if known
+
     def close(self) -> None: ...
 
 
@@ -190,6 +192,11 @@ class LocalBackend:
             finally:
                 self._file_lock.release()
 
+    def generation(self) -> str | None:
+        """Inside a session: a token that changes whenever anyone writes to this folder, so what was
+        read under the same token is still what the folder holds."""
+        return self._shared.token
+
     def stamp(self) -> None:
         """Inside a session that turned out to write: make other processes reopen their clients."""
         with self._shared.lock:
@@ -241,6 +248,9 @@ class HttpBackend:
                 raise MemoryUnavailable(f"lost the Chroma server at {self.location}: {exc}") from exc
             except chroma_errors() as exc:
                 raise MemoryStoreError(f"the Chroma server at {self.location} failed: {exc}") from exc
+
+    def generation(self) -> str | None:
+        return None  # other clients write unseen: nothing read earlier may be reused
 
     def stamp(self) -> None:
         pass  # the server serves every client the same index

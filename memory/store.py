@@ -24,9 +24,10 @@ Backends (``archlore.memory.backends``): a folder under an inter-process file lo
 
 from __future__ import annotations
 
-import functools
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,6 +88,40 @@ EMBED_CACHE = 4096
 _MIGRATE_FIX = "run `archlore memory migrate --memory {loc}` once"
 
 
+class BoundedCache:
+    """A least-recently-used map of at most ``maxsize`` texts to vectors.
+
+    ``get_many`` builds each call's answer itself before it stores anything, so an eviction can
+    never lose a text the same call still needs (the bug of the cache this replaces, which made
+    importing more than 4,096 distinct principles fail with a KeyError)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get_many(self, keys: Iterable[str], compute: Callable[[list[str]], list[np.ndarray]]) -> dict[str, np.ndarray]:
+        wanted = list(dict.fromkeys(keys))
+        with self._lock:
+            out = {k: self._data[k] for k in wanted if k in self._data}
+            for k in out:
+                self._data.move_to_end(k)
+        missing = [k for k in wanted if k not in out]
+        if missing:
+            for k, vec in zip(missing, compute(missing)):
+                vec.setflags(write=False)  # shared by every caller
+                out[k] = vec
+            with self._lock:
+                for k in missing:
+                    self._data[k] = out[k]
+                while len(self._data) > self.maxsize:
+                    self._data.popitem(last=False)
+        return {k: out[k] for k in wanted}
+
+
 def _unlisted(name: str, value: Any) -> None:
     if isinstance(value, str):  # a string is a Sequence[str] of its characters
         raise MemoryStoreError(f"{name} must be a list of names, not one string: pass [{value!r}]")
@@ -105,8 +140,8 @@ class PrincipleStore:
         self._migrating = _migrating
         self._client: Any = None
         self._cols: tuple[Any, Any] | None = None
-        # a bounded LRU; _embed_cached builds each call's answer itself, so no eviction loses a text
-        self._vector = functools.lru_cache(maxsize=EMBED_CACHE)(self._embed_one)
+        self._vectors = BoundedCache(EMBED_CACHE)
+        self._index: tuple[str, list[tuple[dict[str, Any], np.ndarray]]] | None = None  # (generation, entries)
         with self._session():  # create the collections, or check that they fit this embedding
             pass
 
@@ -202,11 +237,6 @@ class PrincipleStore:
 
     # -- embeddings
 
-    def _embed_one(self, text: str) -> np.ndarray:
-        vec = self._embed([text])[0]
-        vec.setflags(write=False)  # cached: shared by every caller
-        return vec
-
     def _embed(self, texts: Sequence[str]) -> list[np.ndarray]:
         """One vector per text, in order, checked; uncached (writes embed each text once)."""
         if not texts:
@@ -224,9 +254,8 @@ class PrincipleStore:
 
     def _embed_cached(self, texts: Iterable[str]) -> dict[str, np.ndarray]:
         """Vectors by text for the few texts that come back call after call (queries, task
-        descriptions). The result is built in this call, so eviction can never lose a text it needs."""
-        wanted = list(dict.fromkeys(texts))
-        return {t: self._vector(t) for t in wanted}
+        descriptions); the texts not cached are embedded in one batch."""
+        return self._vectors.get_many(texts, self._embed)
 
     def _embed_map(self, texts: Iterable[str]) -> dict[str, np.ndarray]:
         wanted = sorted(set(texts))
@@ -546,16 +575,16 @@ class PrincipleStore:
         has_task, has_ev = bool(task_description), bool(evidence_text)
         query_vecs = self._embed_cached(t for t in (task_description, evidence_text) if t)
         evidence = query_vecs[evidence_text] if has_ev else None
-        extra = [{"task": {"$nin": list(exclude_tasks)}}] if exclude_tasks else []
         budget = k * CANDIDATES_PER_RESULT
+        left_out = set(exclude_tasks)
         with self._session() as (col, tasks):
-            index = tasks.get(where=where(space, None, extra), include=["metadatas", "embeddings"])
-            if not index["ids"]:
+            index = [(m, e) for m, e in self._task_index(tasks) if m["space"] == space and m["task"] not in left_out]
+            if not index:
                 return []
             task_sims: dict[str, float] = {}
             descriptions: dict[str, str] = {}
             conf_max: dict[str, float] = {}
-            for meta, emb in zip(index["metadatas"], index["embeddings"]):
+            for meta, emb in index:
                 name = meta["task"]
                 descriptions[name] = taskindex.task_document(meta)
                 task_sims[name] = _cos(query_vecs[task_description], emb) if has_task else 1.0
@@ -593,6 +622,16 @@ class PrincipleStore:
                 if read >= budget:
                     break  # enough candidates read: the best of them
         return [recalled(s, descriptions[s.row.meta["task"]]) for s in best(scored, k)]
+
+    def _task_index(self, tasks: Any) -> list[tuple[dict[str, Any], np.ndarray]]:
+        """Every entry of the task index, read again only when someone wrote since the last read."""
+        generation = self._backend.generation()
+        if generation is not None and self._index is not None and self._index[0] == generation:
+            return self._index[1]
+        got = tasks.get(include=["metadatas", "embeddings"])
+        entries = [(m, np.asarray(e, dtype=np.float32)) for m, e in zip(got["metadatas"], got["embeddings"])]
+        self._index = None if generation is None else (generation, entries)
+        return entries
 
     def _task_rows(
         self, col: Any, space: str, names: list[str], runs: set[str], data: set[str]

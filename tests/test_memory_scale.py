@@ -139,3 +139,24 @@ def test_recall_reads_few_tasks_and_is_exact_when_its_bound_allows(tmp_path: Pat
             exact = [(r.id, r.score) for r in s.recall("nb201", desc, evidence, k=k, exclude_data=["task0001"])]
             monkeypatch.setattr(store_module, "CANDIDATES_PER_RESULT", 20)
             assert exact == _brute_force(s, "nb201", desc, evidence, k, ["task0001"])
+
+
+def test_the_vector_cache_is_bounded_and_never_loses_a_text_the_same_call_needs():
+    import numpy as np
+
+    from archlore.memory.store import BoundedCache
+
+    calls: list[list[str]] = []
+
+    def compute(texts: list[str]) -> list[np.ndarray]:
+        calls.append(texts)
+        return [np.full(2, float(len(t)), dtype=np.float32) for t in texts]
+
+    cache = BoundedCache(4)
+    texts = [f"t{i}" * (i + 1) for i in range(10)]  # more than the cache holds, in one call
+    got = cache.get_many(texts, compute)
+    assert list(got) == texts and all(got[t][0] == len(t) for t in texts)
+    assert len(cache) == 4 and calls == [texts]  # one batch for everything missing
+    again = cache.get_many(texts[-2:] + ["new"], compute)
+    assert calls[-1] == ["new"] and list(again) == texts[-2:] + ["new"]  # the recent ones were kept
+    assert len(cache) == 4
