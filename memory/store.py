@@ -578,7 +578,8 @@ class PrincipleStore:
         budget = k * CANDIDATES_PER_RESULT
         left_out = set(exclude_tasks)
         with self._session() as (col, tasks):
-            index = [(m, e) for m, e in self._task_index(tasks) if m["space"] == space and m["task"] not in left_out]
+            index = [(m, e) for m, e in self._task_index(tasks)
+                     if m["space"] == space and m["task"] not in left_out]
             if not index:
                 return []
             task_sims: dict[str, float] = {}
@@ -589,7 +590,7 @@ class PrincipleStore:
                 descriptions[name] = taskindex.task_document(meta)
                 task_sims[name] = _cos(query_vecs[task_description], emb) if has_task else 1.0
                 conf_max[name] = float(meta.get("confidence_max", 1.0))
-            evid_floor, evid_max = (0.0, {}) if has_ev else (1.0, {})
+            evid_floor, evid_max = 0.0, {}
             if has_ev:
                 # Unfiltered: a `where` makes Chroma list every matching id first (~10x slower), and
                 # a principle that is not a hit is no closer than the last hit, whatever its space.
