@@ -221,8 +221,7 @@ def _out_path(out: Path, proto: P.Protocol) -> Path:
     out = Path(out)
     if out.suffix == ".json":
         return out
-    stem = proto.name if proto.name != P.CURVES else f"curves-{Path(proto.space).stem}"
-    return out / f"{stem}.json"
+    return out / f"{proto.file_stem}.json"
 
 
 def _json_value(v: Any) -> Any:
@@ -375,7 +374,7 @@ def protocol_of(payload: dict) -> P.Protocol:
     if name in P.PROTOCOLS:
         return P.PROTOCOLS[name]
     return P.get_protocol(name, space=s["space"], budgets=s.get("budgets"),
-                          budget=None if name == P.CURVES else s["budget"])
+                          budget=None if s.get("budgets") else s["budget"])
 
 
 def markdown(payload: dict) -> str:

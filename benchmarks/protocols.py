@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -313,6 +314,11 @@ class Protocol:
         if self.source is not None:
             return [self.source] if self.source != target else []
         return [t for t in tasks if t != target]
+
+    @property
+    def file_stem(self) -> str:
+        """The name of its result files when `out` is a folder."""
+        return f"{self.name}-{Path(self.space).stem}" if self.budgets else self.name
 
     def metric(self, key: str) -> Metric:
         for m in self.metrics:
