@@ -12,12 +12,12 @@ import csv
 import functools
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .env import env
 from .errors import DataError, SpaceError
 from .spaces import NB201Space, SearchSpace, TNB101Space, get_space
 
@@ -102,9 +102,9 @@ class Table:
 
 def default_data_dir() -> Path | None:
     """`$ARCHLORE_DATA`, else `../shared/data` (from the working directory) when it exists."""
-    env = os.environ.get("ARCHLORE_DATA")
-    if env:
-        return Path(env)
+    configured = env().archlore_data
+    if configured:
+        return configured
     for candidate in (Path.cwd() / "../shared/data", Path(__file__).resolve().parents[1] / "../shared/data"):
         if candidate.is_dir():
             return candidate.resolve()

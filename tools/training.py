@@ -28,7 +28,7 @@ from torch import nn
 
 from .errors import ConfigError, SpaceError
 from .executors import Metrics
-from .spaces import NB201_EDGES, Arch, NB201Space, SearchSpace
+from .spaces import NB201_EDGES, NB201_OPS, Arch, NB201Space, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ EDGES: tuple[tuple[int, int], ...] = tuple(
 )
 N_NODES = 4
 #: The ops this module builds (NB201's five; TransNAS micro uses the first four).
-OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+OPS = NB201_OPS
 
 
 class ReLUConvBN(nn.Sequential):
@@ -214,7 +214,7 @@ class Dataset:
 DIGITS_SPLIT_SEED = 0  # the split never depends on the training seed: every run sees the same data
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=1)
 def load_digits_dataset() -> Dataset:
     """scikit-learn's bundled digits (1,797 8x8 grey images, 10 classes), split 60/20/20,
     stratified, with a fixed seed; standardised with the training set's mean and std."""
