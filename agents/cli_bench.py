@@ -71,7 +71,7 @@ def bench(
 
 
 experiment_app = typer.Typer(
-    help="Experiments beyond the protocols: memory transfer, the digits spread.", no_args_is_help=True,
+    help="Experiments beyond the protocols: memory transfer, the digits spread, the crash suite, memory at scale.", no_args_is_help=True,
 )
 
 
@@ -127,3 +127,22 @@ def digits_spread(
     if out is not None:
         D.write(result, out)
         console.print(f"wrote {out}", highlight=False)
+
+
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@experiment_app.command("crash-suite", context_settings=_PASS_THROUGH, add_help_option=False)
+def crash_suite(ctx: typer.Context) -> None:
+    """kill -9 runs at random moments and resume them; throw hostile options at the CLI (`--help` lists its options)."""
+    from archlore.benchmarks import crash_suite as C
+
+    raise typer.Exit(C.main(list(ctx.args)) or 0)
+
+
+@experiment_app.command("memory-scale", context_settings=_PASS_THROUGH, add_help_option=False)
+def memory_scale(ctx: typer.Context) -> None:
+    """Import, query and recall timings of the principle memory at 10,000+ principles (`--help` lists its options)."""
+    from archlore.benchmarks import memory_scale as M
+
+    raise typer.Exit(M.main(list(ctx.args)) or 0)
