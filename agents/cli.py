@@ -36,7 +36,7 @@ def _mount_memory() -> None:
         from .cli_memory import memory_app
     except ImportError:  # pragma: no cover - the memory extra is part of the base install
         return
-    app.add_typer(memory_app, name="memory", help="Query and manage the principle memory (list, show, query, export, import, forget).")
+    app.add_typer(memory_app, name="memory", help="Query and manage the principle memory (list, show, query, export, import, forget, migrate).")
 
 
 class _Progress:
