@@ -464,7 +464,7 @@ def run_persistent(
                 started = True
                 write_record(run_dir, record)
     except BaseException:  # a bug or Ctrl-C before the first evaluation leaves nothing behind either
-        if not resume and not started:
+        if not resume and not started and not _has_evaluations(run_dir / "ledger.db"):
             _remove_created(run_dir, before, made_dir)
         raise
     return record, run_dir
@@ -482,6 +482,17 @@ def _check_ledger_against_record(run_dir: Path, in_ledger: int) -> None:
             "was damaged or replaced; nothing was changed (restore ledger.db, or read the record with "
             "`archlore show`)"
         )
+
+
+def _has_evaluations(path: Path) -> bool:
+    """Whether a ledger file holds any evaluation (True when it cannot be read: never delete then)."""
+    if not path.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] > 0
+    except sqlite3.Error as exc:
+        return "no such table" not in str(exc)
 
 
 def _remove_created(run_dir: Path, before: set[str], made_dir: bool) -> None:
