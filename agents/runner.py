@@ -424,10 +424,13 @@ def run_persistent(
                 raise ConfigError(f"{run_dir} exists and is not a folder: pass another --run-id or --runs-dir") from None
         except OSError as exc:
             raise ConfigError(f"cannot create the run folder {run_dir}: {exc.strerror or exc}; pass another --runs-dir") from None
-    before = {f for f in RUN_FILES if (run_dir / f).exists()}
+    before: set[str] | None = None  # the run files present when this call took the lock
+    lock_existed = (run_dir / LOCK_NAME).exists()
     started = False
     try:
         with run_lock(run_dir, settings.run_id):
+            # under the lock nobody else writes here: what appears from now on is this call's
+            before = {f for f in RUN_FILES if (run_dir / f).exists()} - (set() if lock_existed else {LOCK_NAME})
             if resume:
                 settings = load_settings(run_dir)
             elif (run_dir / "settings.json").exists():  # another process made it since the check
@@ -495,9 +498,13 @@ def _has_evaluations(path: Path) -> bool:
         return "no such table" not in str(exc)
 
 
-def _remove_created(run_dir: Path, before: set[str], made_dir: bool) -> None:
-    """Remove the run files this call created (never anything else), then the folder if it made it."""
-    for name in RUN_FILES:
+def _remove_created(run_dir: Path, before: set[str] | None, made_dir: bool) -> None:
+    """Remove the run files this call created (never anything else), then the folder if it made it.
+
+    `before=None` means the call never held the run's lock: then no file is known to be its own,
+    and only an empty folder it made is removed.
+    """
+    for name in RUN_FILES if before is not None else ():
         if name not in before:
             try:
                 (run_dir / name).unlink()
