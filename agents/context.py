@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,6 @@ class RunContext:
     llm: Any = None  # agents.llm.LLM or None for the statistical agents
     memory: Any = None  # memory.store.PrincipleStore or None
     on_event: Any = None  # callable(dict) for progress display
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def emit(self, **event: Any) -> None:
         if self.on_event:

@@ -12,7 +12,6 @@ from archlore.agents.context import RunContext, RunSettings
 from archlore.agents.graph import assess, route_after_assess
 from archlore.agents.llm import LLM, LLMSettings, LLMSpec, make_openai, parse_llm
 from archlore.agents.runner import execute
-from archlore.memory.record import Principle
 from archlore.tools.errors import ConfigError
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.executors import TabularExecutor

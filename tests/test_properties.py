@@ -24,7 +24,7 @@ from hypothesis import strategies as st  # noqa: E402
 from archlore.tools.errors import ArchloreError, ConfigError, DataError, FilterError, UnknownCell  # noqa: E402
 from archlore.tools.executors import TabularExecutor  # noqa: E402
 from archlore.tools.spaces import (  # noqa: E402
-    MAX_NAME_LENGTH, NB201Space, Position, SearchSpace, SpaceFilter, TNB101Space, load_space_file,
+    MAX_NAME_LENGTH, NB201Space, Position, SearchSpace, TNB101Space, load_space_file,
 )
 from archlore.tools.tables import load_lapt_json, load_user_csv  # noqa: E402
 
