@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
-from langchain_core.tools import StructuredTool
-from pydantic import BaseModel, Field, create_model
-
 from archlore.memory.record import Principle
 from archlore.tools.errors import SpaceError
 from archlore.tools.evidence import ChoiceStat, Evidence, choice_stats, filter_stats
 from archlore.tools.spaces import Arch, SearchSpace, SpaceFilter
+from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import StructuredTool
+from pydantic import BaseModel, Field, create_model
 
 from . import prompts
 from .context import RunContext
@@ -37,6 +37,7 @@ from .principles import (
     effect_statements,
     generated_text,
     merge_principles,
+    off_topic,
     principle_weights,
     render_evidence,
     render_principles,
@@ -290,12 +291,27 @@ def verify(
     return [p for p, _ in kept], rejected
 
 
+_EFFECT_TAG = re.compile(r"\s*\[(?:prefer|avoid)\b[^\]]*\]", re.IGNORECASE)
+
+
 def check_texts(principles: list[Principle], space: SearchSpace, ev: Evidence | None) -> tuple[list[Principle], list[dict]]:
-    """Replace sentences that say the opposite of their own effect by generated ones (recorded)."""
+    """Keep one principle per effect (the first), strip effect tags a model copied from its prompt
+    into its sentence, and replace sentences that say the opposite of their own effect, or speak
+    about another choice only, by generated ones (each replacement recorded)."""
     choices = sorted({c for p in space.positions for c in p.choices})
     out, events = [], []
+    seen: set[tuple[str, str, str]] = set()
     for p in principles:
-        if contradicts_text(p, choices):
+        key = (p.position, p.choice, p.direction)
+        if key in seen:
+            events.append({"event": "duplicate_dropped", "node": "analyze", "position": p.position,
+                           "choice": p.choice, "direction": p.direction, "text": p.text})
+            continue
+        seen.add(key)
+        clean = _EFFECT_TAG.sub("", p.text).strip()
+        if clean != p.text:
+            p = p.model_copy(update={"text": clean or generated_text(p, ev)})
+        if contradicts_text(p, choices) or off_topic(p, choices) or not p.text:
             now = generated_text(p, ev)
             events.append({
                 "event": "text_replaced", "node": "analyze", "position": p.position, "choice": p.choice,

@@ -362,6 +362,15 @@ def contradicts_text(p: Principle, choices: Sequence[str] = ()) -> bool:
     return said is not None and said != p.direction
 
 
+def off_topic(p: Principle, choices: Sequence[str]) -> bool:
+    """The sentence names other choices of the space but never the one its effect is about (a weak
+    model's text pasted onto another effect: "Node 1 rarely takes skip_connect" on "avoid none")."""
+    text = p.text.lower()
+    if _mentions(text, p.choice, choices) >= 0:
+        return False
+    return any(_mentions(text, c, choices) >= 0 for c in choices if c != p.choice)
+
+
 # ---------------------------------------------------------------------------------------------
 # rendering: prompts and `show`
 def _option(name: str, s: ChoiceStat | None) -> str:

@@ -236,3 +236,23 @@ def test_a_position_named_note_keeps_its_choices():
     schema = planner.planner_reply_model(space, 2)
     reply = schema.model_validate({"note": ["a"], "act": ["x", "y"], "planner_note": "why"})
     assert planner.validate_reply(reply, space, 2, 1).allowed == ((0,), (0, 1)) and reply.note == "why"
+
+
+def test_model_texts_are_cleaned_deduplicated_and_kept_on_topic():
+    """What the local model did in a real demo run: it pasted the prompt's effect tags into its
+    sentences, stated one effect twice, and put a sentence about skip_connect on 'avoid none'."""
+    space = NB201Space()
+    P = lambda text, choice="none", d="avoid": Principle(  # noqa: E731
+        text=text, position="edge1<-0", choice=choice, direction=d, confidence=0.9)
+    out, events = analyst.check_texts([
+        P("The top cells rarely use none at edge1<-0. [avoid none @ edge1<-0 (0.95)] [avoid none @ edge3<-0 (0.95)]"),
+        P("Node 1 rarely takes none from node 0."),  # the same effect again
+        P("Node 1 rarely takes skip_connect from node 0 in the top cells.", choice="nor_conv_1x1"),
+        P("Pooling hurts here.", choice="avg_pool_3x3"),
+    ], space, None)
+    assert [p.choice for p in out] == ["none", "nor_conv_1x1", "avg_pool_3x3"]
+    assert out[0].text == "The top cells rarely use none at edge1<-0."
+    assert "skip_connect" not in out[1].text and "nor_conv_1x1" in out[1].text  # replaced: it spoke of another op
+    assert out[2].text == "Pooling hurts here."  # on topic (a family word) and in the effect's direction
+    kinds = [e["event"] for e in events]
+    assert kinds.count("duplicate_dropped") == 1 and kinds.count("text_replaced") == 1
