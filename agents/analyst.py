@@ -268,6 +268,13 @@ def verify(
                 "reason": f"contradicted by {ev.label}: lift {lift:.2f} for {d.choice} at {d.position}",
             })
             continue
+        if d.direction == "avoid" and all(ev.stats[j] and ev.stats[j][c].base_share >= 0.999 for j, c in ids.items()):
+            # every cell of the evidence has it (the filter fixed it there): nothing to compare with
+            rejected.append({
+                "principle": d.model_dump(),
+                "reason": f"untestable on {ev.label}: every cell has {d.choice} at {d.position}",
+            })
+            continue
         s = ev.stats[positions[0]][cid] if ev.stats[positions[0]] else None
         p = Principle(
             text=d.text, position=d.position.strip(), choice=space.positions[positions[0]].choices[cid],
@@ -291,7 +298,7 @@ def verify(
     return [p for p, _ in kept], rejected
 
 
-_EFFECT_TAG = re.compile(r"\s*\[(?:prefer|avoid)\b[^\]]*\]", re.IGNORECASE)
+_EFFECT_TAG = re.compile(r"\s*\[(?:prefer|avoid)\b[^\]]*(?:\]|$)", re.IGNORECASE)  # cut ones too
 
 
 def check_texts(principles: list[Principle], space: SearchSpace, ev: Evidence | None) -> tuple[list[Principle], list[dict]]:

@@ -249,10 +249,22 @@ def test_model_texts_are_cleaned_deduplicated_and_kept_on_topic():
         P("Node 1 rarely takes none from node 0."),  # the same effect again
         P("Node 1 rarely takes skip_connect from node 0 in the top cells.", choice="nor_conv_1x1"),
         P("Pooling hurts here.", choice="avg_pool_3x3"),
+        P("Skips help. [prefer skip_connect @ edge1<-0, edge2<-0 (0.40", choice="skip_connect", d="prefer"),  # a cut tag
     ], space, None)
-    assert [p.choice for p in out] == ["none", "nor_conv_1x1", "avg_pool_3x3"]
+    assert [p.choice for p in out] == ["none", "nor_conv_1x1", "avg_pool_3x3", "skip_connect"]
+    assert out[3].text == "Skips help."
     assert out[0].text == "The top cells rarely use none at edge1<-0."
     assert "skip_connect" not in out[1].text and "nor_conv_1x1" in out[1].text  # replaced: it spoke of another op
     assert out[2].text == "Pooling hurts here."  # on topic (a family word) and in the effect's direction
     kinds = [e["event"] for e in events]
     assert kinds.count("duplicate_dropped") == 1 and kinds.count("text_replaced") == 1
+
+
+def test_an_avoid_claim_about_a_choice_every_cell_has_is_untestable():
+    space = NB201Space()
+    cells = [((1, c % 5, 3, 3, 1, 3), 90.0 - c) for c in range(8)]  # every cell has skip_connect at edge1<-0
+    ev = Evidence.compute(space, cells, label="target t (this run)", origin="run", task="t", n_top=3, shown=[])
+    draft = analyst.PrincipleDraft(text="Avoid skip_connect at edge1<-0.", position="edge1<-0", choice="skip_connect",
+                                   direction="avoid", confidence=0.9)
+    kept, rejected = analyst.verify([draft], space, ev)
+    assert not kept and "untestable" in rejected[0]["reason"]
