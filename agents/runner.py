@@ -116,8 +116,7 @@ def make_executor(settings: RunSettings, space: SearchSpace, table: Table | None
         # one thread by default: on a busy 2-core machine torch's default was 5-20x slower
         threads = env().archlore_train_threads or None
         return TrainingExecutor(space, settings.target, seed=settings.seed, threads=threads, **kwargs)
-    if table is None:
-        raise DataError(f"space {space.name!r} has no table: pass --table FILE.csv or --executor train")
+    assert table is not None, "preflight checks that a tabular run has a table"
     return TabularExecutor(table, settings.target)
 
 
@@ -405,13 +404,14 @@ def run_persistent(
     root_dir = runs_dir(root)
     run_dir = root_dir / settings.run_id
     made_dir = False
+    table: Table | None = None
     if resume:
         if not (run_dir / "settings.json").is_file():
             raise ConfigError(f"no run {settings.run_id!r} under {root_dir}: check the id or pass --runs-dir")
     else:
         if (run_dir / "settings.json").exists():
             raise ConfigError(f"run {settings.run_id!r} already exists in {root_dir}; pass --resume {settings.run_id} to continue it")
-        preflight(settings)  # bad data, tasks or budget: fail before anything is created
+        _, table = preflight(settings)  # bad data, tasks or budget: fail before anything is created
         if root_dir.exists() and not root_dir.is_dir():
             raise ConfigError(f"--runs-dir {root_dir} is a file, not a folder: pass a folder for the runs")
         try:
@@ -460,7 +460,7 @@ def run_persistent(
                 saver = SqliteSaver(conn)
                 saver.setup()
                 record = execute(
-                    settings, ledger=ledger, checkpointer=saver, memory=memory,
+                    settings, ledger=ledger, checkpointer=saver, memory=memory, table=table,
                     on_event=on_event, resume=resume, prune=checkpoint_pruner(conn, settings.run_id),
                 )
                 started = True
