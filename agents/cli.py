@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from archlore.tools.errors import ArchloreError, ConfigError
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table as RichTable
-
-from archlore.tools.errors import ArchloreError, ConfigError
 
 app = typer.Typer(
     help="archlore: LLM agents that learn architecture design principles and transfer them across tasks.",

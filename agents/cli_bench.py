@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
 from archlore.tools.errors import ArchloreError, ConfigError
 
 from .cli_common import console, err, fail

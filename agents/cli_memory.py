@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
-
 from archlore.memory.location import default_location
 from archlore.tools.errors import ArchloreError
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from archlore.memory.store import PrincipleStore
+    from rich.table import Table
 
 memory_app = typer.Typer(
     help="The principle memory: list, show, query, export, import, forget, migrate.",

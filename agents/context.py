@@ -11,8 +11,8 @@ from typing import Any
 
 from archlore.tools.errors import ConfigError
 from archlore.tools.evaluator import Evaluator
-from archlore.tools.spaces import SearchSpace
 from archlore.tools.source_view import SourceView
+from archlore.tools.spaces import SearchSpace
 
 from .llm import parse_llm
 

@@ -17,11 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
-from tenacity import retry_if_exception, stop_after_attempt, wait_exponential, Retrying
-
 from archlore.tools.env import env
 from archlore.tools.errors import ConfigError
+from pydantic import BaseModel, ValidationError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 log = logging.getLogger(__name__)
 

@@ -12,18 +12,17 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from langgraph.runtime import Runtime
-
 from archlore.memory.record import Outcome, Principle, TaskInfo
 from archlore.tools.evidence import Evidence
 from archlore.tools.spaces import SpaceFilter
 from archlore.tools.strategies import REA, GuidedREA, RandomSearch, run_search
+from langgraph.runtime import Runtime
 
 from . import analyst, planner
 from .context import RunContext
 from .principles import principle_weights, render_evidence
-from .tuning import TUNING
 from .state import State
+from .tuning import TUNING
 
 log = logging.getLogger(__name__)
 

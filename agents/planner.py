@@ -12,13 +12,12 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from langchain_core.messages import HumanMessage, SystemMessage
-from pydantic import BaseModel, ConfigDict, Field, create_model
-
 from archlore.memory.record import Principle
 from archlore.tools.errors import FilterError
 from archlore.tools.evidence import ChoiceStat, Evidence, rank_choices
 from archlore.tools.spaces import SearchSpace, SpaceFilter
+from langchain_core.messages import HumanMessage, SystemMessage
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from . import prompts
 from .context import RunContext

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from archlore.tools.env import env
 from archlore.tools.errors import ArchloreError, ConfigError, DataError
 from archlore.tools.evaluator import Evaluator

@@ -27,13 +27,12 @@ import math
 import os
 import re
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from collections.abc import Callable, Sequence
-
 import numpy as np
-
 from archlore.memory.errors import EmbeddingUnavailable, MemoryStoreError
+from archlore.tools.env import env
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +49,10 @@ _model_lock = threading.Lock()
 
 def minilm_backend() -> str:
     """``numpy`` (default) or ``sentence-transformers``, from the environment."""
-    chosen = os.environ.get("ARCHLORE_EMBED_BACKEND", "").strip().lower()
+    settings = env()
+    chosen = (settings.archlore_embed_backend or "").strip().lower()
     if chosen in ("", "auto"):
-        return "sentence-transformers" if os.environ.get("ARCHLORE_EMBED_DEVICE") else "numpy"
+        return "sentence-transformers" if settings.archlore_embed_device else "numpy"
     if chosen not in ("numpy", "sentence-transformers"):
         raise EmbeddingUnavailable(
             f"ARCHLORE_EMBED_BACKEND={chosen!r} is not a MiniLM backend; set it to numpy or sentence-transformers"
@@ -111,7 +111,7 @@ def _load_minilm() -> Any:
         log.info("loading %s from %s (sentence-transformers)", MINILM_NAME, model_dir)
         restore_bar = _quiet_transformers()
         try:
-            _model = SentenceTransformer(str(model_dir), device=os.environ.get("ARCHLORE_EMBED_DEVICE"))
+            _model = SentenceTransformer(str(model_dir), device=env().archlore_embed_device)
         except Exception as exc:  # a broken install shows up as many different exceptions
             raise EmbeddingUnavailable(
                 f"cannot load the MiniLM embedding from {model_dir}: {exc}; reinstall "

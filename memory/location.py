@@ -9,9 +9,11 @@ from pathlib import Path
 
 def default_location() -> str:
     """Where the memory lives when none is given: ``$ARCHLORE_MEMORY``, else the user data dir."""
-    env = os.environ.get("ARCHLORE_MEMORY")
-    if env:
-        return env
+    from archlore.tools.env import env
+
+    configured = env().archlore_memory
+    if configured:
+        return configured
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
     elif sys.platform == "darwin":
