@@ -75,7 +75,7 @@ def run(
     llm: Annotated[Optional[str], typer.Option(help="none | local | openai:MODEL | openai:MODEL@BASE_URL  [default: none]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="[default: 0]")] = None,
     executor: Annotated[Optional[str], typer.Option(help="tabular (look up a benchmark table) or train (train each candidate)  [default: tabular]")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="search inside the filter: guided-rea, rea or random  [default: guided-rea]")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="the search step: guided-rea, rea, random or guided-rank inside the planner's filters; rank alone over the whole space (no analyst/planner)  [default: guided-rea]")] = None,
     data: Annotated[Optional[str], typer.Option(help="benchmark data dir (default $ARCHLORE_DATA, else ../shared/data)")] = None,
     table: Annotated[Optional[str], typer.Option(help="a CSV of results for a user space (encoding column 'arch')")] = None,
     memory: Annotated[Optional[str], typer.Option(help="principle memory: a path, an http:// Chroma server, or 'off' (default: the per-user store)")] = None,

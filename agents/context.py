@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from archlore.tools.errors import ConfigError
+from archlore.tools.errors import ArchloreError, ConfigError
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.source_view import SourceView
 from archlore.tools.spaces import SearchSpace
@@ -22,6 +22,45 @@ SCHEDULES = {
     "tnb101": (10, 10, 15, 10, 5, 3),
 }
 DEFAULT_SCHEDULE = (10, 10, 10, 10, 5, 3)
+SCHEDULE_FIELDS = ("warmup", "check_every", "top_k", "population", "tournament", "max_choices")
+
+
+def schedule_key(space: str) -> str:
+    """The built-in space a --space value names (any spelling get_space accepts), else the value."""
+    key = space.lower().replace("-", "").replace("_", "")
+    if key in {"nb201", "nasbench201"}:
+        return "nb201"
+    if key in {"tnb101", "transnas", "transnasbench101", "transnas101"}:
+        return "tnb101"
+    return space
+
+
+def adaptive_schedule(radix: tuple[int, ...], budget: int) -> tuple[tuple[int, ...], dict[str, str]]:
+    """Defaults for a space without a LAPT schedule, and why each was chosen.
+
+    Choices kept per position: fewer than a typical position has (median - 1, at most 3, at least
+    1), so the planner's filter narrows even with 3 choices per position. The schedule scales with
+    the budget: a check about every fifth of it (3..10 evaluations), top-k and the REA population
+    a quarter of it (3..10), the tournament half the population.
+    """
+    median = sorted(radix)[len(radix) // 2]
+    k = max(1, min(3, median - 1))
+    every = max(3, min(10, budget // 5))
+    top = max(3, min(10, budget // 4))
+    population = max(3, min(10, budget // 4))
+    tournament = max(2, population // 2)
+    why = {
+        "max_choices": f"a position typically has {median} choices; keep fewer so the filter narrows",
+        "warmup": f"about a fifth of the budget of {budget}, 3..10",
+        "check_every": f"about a fifth of the budget of {budget}, 3..10",
+        "top_k": "about a quarter of the budget, 3..10",
+        "population": "about a quarter of the budget, 3..10",
+        "tournament": "half the population",
+    }
+    return (every, every, top, population, tournament, k), why
+# the search step: the first four inside the planner's filters; `rank` alone (LM-Searcher's ranking
+# over the whole space: no analyst or planner call)
+STRATEGIES = ("guided-rea", "rea", "random", "guided-rank", "rank")
 
 
 @dataclass(kw_only=True)
@@ -36,12 +75,13 @@ class RunSettings:
     llm: str = "none"
     seed: int = 0
     executor: str = "tabular"  # tabular | train
-    strategy: str = "guided-rea"  # guided-rea | rea | random
+    strategy: str = "guided-rea"  # guided-rea | rea | random | guided-rank (inside the filters) | rank (alone)
     data: str | None = None
     table: str | None = None  # a user CSV for user spaces
     memory: str | None = None  # path or http URL; "off" disables
     embedding: str = "minilm"
     remember: bool = True  # write the final principles to the memory (off: recall only)
+    approve: bool = False  # wait for a person to approve (or edit) each planned filter; chat runs only
     task_description: str | None = None
     warmup: int | None = None
     check_every: int | None = None
@@ -55,26 +95,43 @@ class RunSettings:
     llm_timeout: float | None = None  # seconds per LLM call (default: 120 hosted, 600 local)
     llm_retries: int | None = None  # default: 4 hosted, 1 local
     train_epochs: int | None = None
+    limits: dict[str, float] = field(default_factory=dict)  # --max NAME=VALUE: cost limits
+    objectives: list[str] = field(default_factory=list)  # --objective a,b: Pareto mode
+    # recall principles whose data included the target's own task (earlier runs on it): right for
+    # a user searching the same task again, wrong for a benchmark (the harness turns it off)
+    recall_same_task: bool = True
+    defaults: dict[str, str] = field(default_factory=dict)  # schedule fields left unset, and why
     created: str = ""
 
     def __post_init__(self) -> None:
-        sched = SCHEDULES.get(self.space, DEFAULT_SCHEDULE)
-        for name, default in zip(
-            ("warmup", "check_every", "top_k", "population", "tournament", "max_choices"), sched
-        ):
-            if getattr(self, name) is None:
-                setattr(self, name, default)
         if not isinstance(self.budget, int) or isinstance(self.budget, bool) or self.budget < 1:
             raise ConfigError("--budget must be at least 1")
+        unset = [n for n in SCHEDULE_FIELDS if getattr(self, n) is None]
+        if unset:
+            key = schedule_key(self.space)
+            if key in SCHEDULES:
+                sched, why = SCHEDULES[key], dict.fromkeys(SCHEDULE_FIELDS, f"LAPT's schedule for {key}")
+            else:
+                try:
+                    from archlore.tools.spaces import get_space
+
+                    sched, why = adaptive_schedule(get_space(self.space).radix, self.budget)
+                except ArchloreError:  # the space is checked (with its own message) by the preflight
+                    sched, why = DEFAULT_SCHEDULE, dict.fromkeys(SCHEDULE_FIELDS, "fixed default")
+            for name, default in zip(SCHEDULE_FIELDS, sched):
+                if getattr(self, name) is None:
+                    setattr(self, name, default)
+                    self.defaults[name] = f"{default} ({why[name]})"
         if self.source is not None and self.source == self.target:
             raise ConfigError(
                 f"source and target are both {self.target!r}: principles must come from another task "
-                "(learning them from the target's own data is leakage); pass a different --source"
+                "(learning them from the target's own data is leakage); pass a different --source, or "
+                "--source none to search without a source table"
             )
         if self.executor not in {"tabular", "train"}:
             raise ConfigError(f"unknown --executor {self.executor!r}: use tabular or train")
-        if self.strategy not in {"guided-rea", "rea", "random"}:
-            raise ConfigError(f"unknown --strategy {self.strategy!r}: use guided-rea, rea or random")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown --strategy {self.strategy!r}: use {', '.join(STRATEGIES)}")
         parse_llm(self.llm)  # fail before anything is created
         for name in ("warmup", "check_every", "max_choices", "top_k", "population", "tournament", "top_n", "show_n"):
             value = getattr(self, name)

@@ -13,14 +13,18 @@ import logging
 from typing import Literal
 
 from archlore.memory.record import Outcome, Principle, TaskInfo
+from archlore.tools.errors import ArchloreError
 from archlore.tools.evidence import Evidence
 from archlore.tools.spaces import SpaceFilter
+from archlore.tools.rank import RankSearch, Surrogate
 from archlore.tools.strategies import REA, GuidedREA, RandomSearch, run_search
 from langgraph.runtime import Runtime
+from langgraph.types import interrupt
 
 from . import analyst, planner
 from .context import RunContext
 from .principles import principle_weights, render_evidence
+from .ranker import LLMChooser
 from .state import State
 from .tuning import TUNING
 
@@ -78,6 +82,8 @@ def _evidence(state: State) -> Evidence | None:
 def analyze(state: State, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     mode = state.get("mode", "initial")
+    if ctx.settings.strategy == "rank":  # LM-Searcher alone: no principles, no analyst call
+        return {"principles": [], **({"original_principles": []} if mode == "initial" else {})}
     res = analyst.analyze(
         ctx, mode, _principles(state.get("principles")), _principles(state.get("original_principles")),
         _evidence(state), state.get("recalled", []),
@@ -99,9 +105,14 @@ def analyze(state: State, runtime: Runtime[RunContext]) -> dict:
 
 def plan(state: State, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
+    rnd = state.get("round", 0)
+    if ctx.settings.strategy == "rank":  # LM-Searcher alone: the whole space, no planner call
+        flt = ctx.space.full_filter()
+        ctx.journal(rnd, "plan", filter=[{"round": rnd, "how": "whole space (strategy rank)", "size": flt.size(),
+                                          "widened": False, "allowed": flt.names(ctx.space), "note": ""}])
+        return {"filter": flt.to_json()}
     res = planner.plan(ctx, _principles(state.get("principles")), _evidence(state), ctx.evaluator.remaining)
     flt = res.filter
-    rnd = state.get("round", 0)
     ctx.journal(
         rnd, "plan",
         filter=[{"round": rnd, "how": res.how, "size": flt.size(), "widened": res.widened,
@@ -112,13 +123,65 @@ def plan(state: State, runtime: Runtime[RunContext]) -> dict:
     return {"filter": flt.to_json(), "tokens": {"plan": res.usage.to_dict()}}
 
 
-def make_proposer(ctx: RunContext, principles: list[Principle]):
+def approve(state: State, runtime: Runtime[RunContext]) -> dict:
+    """A person approves or edits the planner's filter before evaluations are spent.
+
+    Only when the run's settings ask for it (chat runs); automated runs pass straight through.
+    The interrupt is the node's first effect, so re-running the node on resume repeats nothing.
+    The answer: `{"action": "approve"}`, or `{"action": "edit", "filter": {position: [choices]},
+    "principles": [Principle dumps]}` (either key may be left out). An edit that does not fit the
+    space keeps the planner's filter and is recorded as rejected.
+    """
+    ctx = runtime.context
+    if not ctx.settings.approve:
+        return {}
+    rnd = state.get("round", 0)
+    flt = SpaceFilter(tuple(tuple(a) for a in state["filter"]))
+    allowed = flt.names(ctx.space)
+    answer = interrupt({
+        "kind": "approve_filter", "run_id": ctx.settings.run_id, "round": rnd, "size": flt.size(),
+        "allowed": allowed, "principles": [p.get("text", "") for p in state.get("principles") or []],
+    })
+    answer = answer if isinstance(answer, dict) else {"action": str(answer)}
+    update: dict = {}
+    entries: dict[str, list[dict]] = {"event": []}
+    edits = answer.get("filter") or {}
+    try:
+        if edits:
+            new = SpaceFilter.from_choices(ctx.space, [edits.get(p.name, allowed[p.name]) for p in ctx.space.positions])
+            if new != flt:
+                update["filter"] = new.to_json()
+                entries["filter"] = [{"round": rnd, "how": "person", "size": new.size(), "widened": False,
+                                      "allowed": new.names(ctx.space), "note": answer.get("note", "")}]
+        if answer.get("principles") is not None:
+            dumps = [Principle(**p).model_dump() for p in answer["principles"]]
+            update["principles"] = dumps
+            entries["principles"] = [{"round": rnd, "mode": "edited", "by": "person", "evidence": "person",
+                                      "principles": dumps, "rejected": []}]
+    except (ArchloreError, ValueError, TypeError) as exc:
+        update = {}
+        entries = {"event": [{"event": "edit_rejected", "node": "approve", "round": rnd, "error": str(exc)[:300]}]}
+    else:
+        entries["event"].append({"event": "edited" if update else "approved", "node": "approve", "round": rnd,
+                                 "by": "person", "changed": sorted(update)})
+    ctx.journal(rnd, "approve", **entries)
+    ctx.emit(kind="approved", round=rnd, edited=sorted(update))
+    return update
+
+
+def make_proposer(ctx: RunContext, principles: list[Principle], on_pick=None):
+    """The search step's proposer; for rank strategies, also the LLM chooser (None with --llm none)."""
     s = ctx.settings
     if s.strategy == "random":
         return RandomSearch()
     if s.strategy == "rea":
         return REA(s.population, s.tournament)
     weights = principle_weights(ctx.space, principles)
+    if s.strategy in {"rank", "guided-rank"}:
+        llm = ctx.llm_for("ranker") if hasattr(ctx, "llm_for") else ctx.llm
+        chooser = LLMChooser(llm, ctx.space) if llm is not None else None
+        surrogate = Surrogate(weights=tuple(tuple(w) for w in weights) if s.strategy == "guided-rank" else None)
+        return RankSearch(chooser, surrogate=surrogate, on_pick=on_pick, name=s.strategy)
     return GuidedREA(tuple(tuple(w) for w in weights), s.population, s.tournament, temperature=TUNING.guided_temperature)
 
 
@@ -136,7 +199,8 @@ def search(state: State, runtime: Runtime[RunContext]) -> dict:
         wider = planner.widen(f, ranking, f.size() + 1)
         return wider if wider.size() > f.size() else None
 
-    proposer = make_proposer(ctx, principles)
+    picks: list[dict] = []
+    proposer = make_proposer(ctx, principles, on_pick=picks.append)
     out = run_search(
         proposer, ev, flt, target - ev.used, seed=ctx.settings.seed, proposed_by=f"{proposer.name}/r{rnd}",
         round=rnd, widen=widen,
@@ -144,6 +208,15 @@ def search(state: State, runtime: Runtime[RunContext]) -> dict:
     )
     update: dict = {}
     events = []
+    chooser = getattr(proposer, "choose", None)
+    if isinstance(proposer, RankSearch):
+        calls = iter(chooser.calls if chooser is not None else [])
+        for p in picks:  # one record per step: the pool, the surrogate's pick and the choice
+            call = next(calls, {}) if chooser is not None and len(p["pool"]) > 1 else {"how": "surrogate"}
+            events.append({**call, "event": "rank_choice", "node": "search", "round": rnd, **p,
+                           "changed": p["chosen"] != p["surrogate"]})
+        if chooser is not None:
+            update["tokens"] = {"rank": chooser.usage.to_dict()}
     if out.filter != flt:
         update["filter"] = out.filter.to_json()
         events.append({"event": "widened", "node": "search", "round": rnd, "from": flt.size(), "to": out.filter.size()})

@@ -71,3 +71,19 @@ Refined space size must be at least {min_size}."""
 
 REPAIR = """Your previous answer was rejected: {error}
 Answer again by calling {function} with a corrected, complete answer."""
+
+RANKER_SYSTEM = """You choose the next architecture to evaluate in a neural architecture search. \
+Each architecture is a code with one character per position, the id of its choice{legend}.
+Past trials are given as code|score, the score normalised so that 1 is the best so far and 0 the \
+worst. Pick the candidate most likely to score higher than every past trial: prefer the choices \
+the best trials share. Answer by calling RankChoice with the candidate's number."""
+
+RANKER_USER = """Past trials (code|score):
+{history}
+
+Candidates (unseen):
+{pool}
+
+Which candidate should be evaluated next?"""
+
+RANKER_NO_HISTORY = "(none yet)"
