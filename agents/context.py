@@ -128,6 +128,17 @@ class RunSettings:
                 "(learning them from the target's own data is leakage); pass a different --source, or "
                 "--source none to search without a source table"
             )
+        if not isinstance(self.limits, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in self.limits.values()
+        ):
+            raise ConfigError(f"cost limits must be NAME=positive number, got {self.limits!r}")
+        if self.objectives and (len(self.objectives) < 2 or len(set(self.objectives)) != len(self.objectives)):
+            raise ConfigError(f"--objective needs two or more different names, got {','.join(self.objectives)}")
+        if self.objectives and self.objectives[0] != self.target:
+            raise ConfigError(
+                f"--objective {','.join(self.objectives)}: the first objective is the metric searched, so it must "
+                f"be the target {self.target!r} (e.g. --objective {self.target},{self.objectives[-1]})"
+            )
         if self.executor not in {"tabular", "train"}:
             raise ConfigError(f"unknown --executor {self.executor!r}: use tabular or train")
         if self.strategy not in STRATEGIES:
@@ -177,6 +188,8 @@ class RunContext:
     llm: Any = None  # agents.llm.LLM or None for the statistical agents
     memory: Any = None  # memory.store.PrincipleStore or None
     on_event: Any = None  # callable(dict) for progress display
+    objectives: Any = None  # tools.pareto.Objectives in Pareto mode (--objective), else None
+    cost: Any = None  # tools.constraints.CostFunction when the run has limits or cost objectives
 
     def emit(self, **event: Any) -> None:
         if self.on_event:

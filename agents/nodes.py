@@ -140,7 +140,7 @@ def approve(state: State, runtime: Runtime[RunContext]) -> dict:
     allowed = flt.names(ctx.space)
     answer = interrupt({
         "kind": "approve_filter", "run_id": ctx.settings.run_id, "round": rnd, "size": flt.size(),
-        "allowed": allowed, "principles": [p.get("text", "") for p in state.get("principles") or []],
+        "allowed": allowed, "principles": list(dict.fromkeys(p.get("text", "") for p in state.get("principles") or [])),
     })
     answer = answer if isinstance(answer, dict) else {"action": str(answer)}
     update: dict = {}

@@ -243,10 +243,13 @@ def execute(
     resume: bool = False,
     use_llm_spec: bool = True,
     prune: Callable[[], None] | None = None,
+    answer: Any = None,
 ) -> dict:
     """Run (or, with `resume`, continue) the graph and return the run record.
 
-    `prune` is called after every step (run_persistent passes `checkpoint_pruner`).
+    `prune` is called after every step (run_persistent passes `checkpoint_pruner`). A run that
+    stops at its approval step (settings.approve) returns a record whose `waiting` holds what it
+    asks; `resume` with `answer` continues it with that answer (nodes.approve reads it).
     """
     with ExitStack() as stack:
         ctx = build_context(
@@ -270,14 +273,23 @@ def execute(
             # node's task (and its writes) pending: continuing from None applies them and goes on
             # durability="sync": each step's checkpoint is on disk before the next step starts,
             # so a kill -9 loses at most the step in flight (whose evaluations the ledger keeps)
+            start: Any = None if resume and snapshot.values else initial_state(settings)
+            if answer is not None and snapshot.interrupts:
+                from langgraph.types import Command
+
+                start = Command(resume=answer)
             for _ in graph.stream(
-                None if resume and snapshot.values else initial_state(settings), config, context=ctx,
+                start, config, context=ctx,
                 durability="sync", stream_mode="updates",
             ):
                 if prune is not None:
                     prune()
-            state = graph.get_state(config).values
-        return build_record(ctx, state)
+            snapshot = graph.get_state(config)
+            state = snapshot.values
+        record = build_record(ctx, state)
+        if snapshot.interrupts:
+            record["waiting"] = snapshot.interrupts[0].value
+        return record
 
 
 KEEP_CHECKPOINTS = 4
@@ -389,6 +401,7 @@ def run_persistent(
     root: str | Path | None = None,
     resume: bool = False,
     on_event: Callable[[dict], None] | None = None,
+    answer: Any = None,
 ) -> tuple[dict, Path]:
     """A run with its settings, ledger, checkpoints and record under `root/<run_id>/`.
 
@@ -460,7 +473,7 @@ def run_persistent(
                 saver.setup()
                 record = execute(
                     settings, ledger=ledger, checkpointer=saver, memory=memory, table=table,
-                    on_event=on_event, resume=resume, prune=checkpoint_pruner(conn, settings.run_id),
+                    on_event=on_event, resume=resume, prune=checkpoint_pruner(conn, settings.run_id), answer=answer,
                 )
                 started = True
                 write_record(run_dir, record)
