@@ -40,3 +40,12 @@ class SpaceExhausted(ArchloreError):
 
 class ConfigError(ArchloreError, ValueError):
     """A configuration value or command-line option is invalid."""
+
+
+class BuildError(ArchloreError):
+    """A builder could not turn one candidate into a network (it raised, or returned no
+    `nn.Module`). The run records that candidate as failed and goes on."""
+
+    def __init__(self, message: str, *, candidate: str = "") -> None:
+        super().__init__(message)
+        self.candidate = candidate
