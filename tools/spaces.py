@@ -78,7 +78,9 @@ class SearchSpace:
         self.name = name
         self.positions: tuple[Position, ...] = tuple(positions)
         self.description = description
+        self.columns: dict[str, str] = {}  # a user table's column roles (`column_roles`)
         self._radix = tuple(len(p.choices) for p in self.positions)
+        self.model: dict[str, object] | None = None  # a space file's `model:` entry (`model_entry`)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {len(self.positions)} positions, size={self.size()})"
@@ -629,6 +631,7 @@ def load_space_file(path: str | Path) -> SearchSpace:
     "4", "8"), at most 40 characters, no repeats; at most 36 choices per position (the
     canonical string has one digit 0-9a-z per position) and at most 200 positions. A key
     repeated in a mapping is an error naming the key and its line, not a silent overwrite.
+    An optional `model:` entry names the builder that trains its candidates (`model_entry`).
     """
     path = Path(path)
     if not path.exists():
@@ -638,9 +641,9 @@ def load_space_file(path: str | Path) -> SearchSpace:
     raw = _read_structured(path)
     if not isinstance(raw, dict) or "positions" not in raw:
         raise ConfigError(f"space file {path} needs a top-level 'positions' list, e.g. positions: {{depth: [2, 4], act: [relu, gelu]}}")
-    unknown = sorted(str(k) for k in raw if k not in {"name", "description", "positions"})
+    unknown = sorted(str(k) for k in raw if k not in {"name", "description", "positions", "columns", "model"})
     if unknown:
-        raise ConfigError(f"space file {path} has unknown key(s) {', '.join(unknown)}: use name, description, positions")
+        raise ConfigError(f"space file {path} has unknown key(s) {', '.join(unknown)}: use name, description, positions, columns, model")
     pos = raw["positions"]
     if isinstance(pos, dict):
         pos = [{"name": k, "choices": v} for k, v in pos.items()]
@@ -675,7 +678,71 @@ def load_space_file(path: str | Path) -> SearchSpace:
         raise ConfigError(f"space file {path}: 'name' must be a non-empty string")
     if not isinstance(description, str):
         raise ConfigError(f"space file {path}: 'description' must be a string")
-    return SearchSpace(str(title).strip(), positions, description)
+    space = SearchSpace(str(title).strip(), positions, description)
+    space.columns = column_roles(raw.get("columns"), path)
+    space.model = model_entry(raw.get("model"), path)
+    return space
+
+
+def model_entry(raw: object, path: Path) -> dict[str, object] | None:
+    """The `model:` entry of a space file: how a candidate becomes a network when training.
+
+    `model: cnn` (a builder name: nb201, darts, cnn, mlp), `model: mypkg.nets:build` (the user's
+    own builder, `build(arch, shape, **options)`), or the long form
+    `model: {builder: cnn, options: {width: 64}}`. Returned as `{"builder": str, "options": dict}`;
+    the builder itself is resolved (imported, its signature checked) by `tools.builders`.
+    """
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = {"builder": raw}
+    if not isinstance(raw, dict) or set(raw) - {"builder", "options"} or "builder" not in raw:
+        raise ConfigError(
+            f"space file {path}: 'model' must be a builder name (nb201, darts, cnn, mlp, or package.module:function) "
+            "or {builder: NAME, options: {...}}"
+        )
+    builder = raw["builder"]
+    if not isinstance(builder, str) or not builder.strip():
+        raise ConfigError(f"space file {path}: model's 'builder' must be a name like cnn or package.module:function")
+    options = raw.get("options") or {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise ConfigError(f"space file {path}: model's 'options' must be a mapping of option names to values, e.g. {{width: 64}}")
+    return {"builder": builder.strip(), "options": dict(options)}
+
+
+COLUMN_ROLES = ("max", "min", "cost", "ignore")
+
+
+def column_roles(raw: object, path: Path) -> dict[str, str]:
+    """The `columns:` entry of a space file: what each results-table column is.
+
+    `columns: {accuracy: max, error: min, params: cost, flops: cost, notes: ignore}`; the long
+    form `{role: metric, direction: min}` is accepted too. `max`/`min` are metrics (tasks) with
+    their direction, `cost` a cost (a limit with --max, an objective with --objective), `ignore`
+    a column the run never reads. Unlisted numeric columns are higher-is-better metrics.
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"space file {path}: 'columns' must be a mapping, e.g. columns: {{error: min, params: cost}}")
+    roles: dict[str, str] = {}
+    for name, spec in raw.items():
+        col = _scalar_name(name, "a column name", path)
+        if isinstance(spec, dict):
+            kind = str(spec.get("role", "metric")).lower()
+            direction = str(spec.get("direction", "max")).lower()
+            if set(spec) - {"role", "direction"} or kind not in {"metric", "cost", "ignore", "ignored"}:
+                raise ConfigError(f"space file {path}: column {col!r} needs role: metric|cost|ignore (and direction: max|min for a metric)")
+            role = direction if kind == "metric" else ("ignore" if kind.startswith("ignore") else kind)
+        else:
+            role = {"ignored": "ignore", "maximize": "max", "minimize": "min", "metric": "max"}.get(str(spec).lower(), str(spec).lower())
+        if role not in COLUMN_ROLES:
+            raise ConfigError(
+                f"space file {path}: column {col!r} has the role {spec!r}: use max (a metric, higher is better), "
+                "min (lower is better), cost or ignore"
+            )
+        roles[col] = role
+    return roles
 
 
 def get_space(name: str) -> SearchSpace:
@@ -685,6 +752,10 @@ def get_space(name: str) -> SearchSpace:
         return NB201Space()
     if key in {"tnb101", "transnas", "transnasbench101", "transnas101"}:
         return TNB101Space()
+    if key == "darts":
+        from .darts import DartsSpace  # tools.darts builds on this module
+
+        return DartsSpace()
     if name.endswith((".yaml", ".yml", ".json")):
         return load_space_file(name)
-    raise ConfigError(f"unknown space {name!r}: use nb201, tnb101 or a .yaml/.json space file")
+    raise ConfigError(f"unknown space {name!r}: use nb201, tnb101, darts or a .yaml/.json space file")
