@@ -1,0 +1,210 @@
+"""Run storage by URL: one suite over SQLite and a real Postgres server that the tests start.
+
+The Postgres server is a throw-away cluster (initdb + pg_ctl from Debian's `postgresql` package)
+on a free loopback port in a temporary folder; the Postgres tests skip, saying why, when the
+binaries or psycopg are absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from archlore.tools.errors import ArchloreError, ConfigError
+from archlore.tools.storage import RunLocked, RunStore, parse_url, redact
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_BIN = [Path(p) for p in ("/usr/lib/postgresql", "/usr/local/pgsql")]
+
+
+def _pg_bindir() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(os.path.realpath(found)).parent
+    for root in PG_BIN:
+        for cand in sorted(root.glob("*/bin/pg_ctl"), reverse=True) if root.exists() else ():
+            return cand.parent
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A real Postgres server on a free loopback port, stopped and removed after the module."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'archlore[postgres]')")
+    bindir = _pg_bindir()
+    if bindir is None:
+        pytest.skip("no Postgres server binaries (initdb, pg_ctl): apt-get install -y postgresql")
+    folder = Path(tempfile.mkdtemp(prefix="archlore-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as the package's user
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+        os.chown(folder, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    data = folder / "data"
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)  # noqa: E731
+    init = run(str(bindir / "initdb"), "-D", str(data), "-U", "archlore", "--auth=trust", "-E", "UTF8")
+    if init.returncode:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"initdb failed: {init.stderr[-300:]}")
+    opts = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40"
+    start = run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-o", opts, "-w", "start")
+    if start.returncode:
+        log = (folder / "server.log").read_text()[-300:] if (folder / "server.log").exists() else start.stderr
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"the Postgres server did not start: {log}")
+    try:
+        yield f"postgresql://archlore@127.0.0.1:{port}/postgres"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_db_counter = iter(range(10**6))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path):
+    """A fresh, empty storage of each kind (a new database per test on the shared server)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'team.db'}"
+    base = request.getfixturevalue("postgres_url")
+    import psycopg
+
+    name = f"t{os.getpid()}_{next(_db_counter)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+def test_urls_are_parsed_and_passwords_hidden():
+    assert parse_url("sqlite:///runs.db") == ("sqlite", "runs.db")
+    assert parse_url("sqlite:////tmp/x/runs.db") == ("sqlite", "/tmp/x/runs.db")
+    assert parse_url("postgres://u:p@h:5/db") == ("postgresql", "postgresql://u:p@h:5/db")
+    assert redact("postgresql://u:secret@h:5/db") == "postgresql://u:***@h:5/db"
+    with pytest.raises(ConfigError, match="sqlite:///PATH.db or postgresql://") as exc:
+        parse_url("mysql://u:secret@h/db")
+    assert "secret" not in str(exc.value)
+
+
+def test_an_unreachable_server_is_one_clear_error():
+    pytest.importorskip("psycopg")
+    with pytest.raises(ArchloreError, match="cannot reach the Postgres storage") as exc:
+        RunStore(f"postgresql://u:secret@127.0.0.1:{_free_port()}/db")
+    assert "secret" not in str(exc.value)
+
+
+def test_ledger_runs_and_records(storage_url):
+    with RunStore(storage_url) as store:
+        store.create_run("a", {"budget": 3, "space": "nb201", "target": "digits", "executor": "train"})
+        with pytest.raises(ConfigError, match="pass --resume a"):
+            store.create_run("a", {"budget": 9})
+        led = store.ledger
+        v = 0.1 + 1e-12  # a double survives the round trip (Postgres REAL would round it)
+        ev = led.record("a", "arch-1", v, 0.5, cost={"params": 12.0}, wall_time=1.5, proposed_by="rea", round=1)
+        assert ev.seq == 0 and led.get("a", "arch-1") == ev
+        led.record("a", "arch-2", 0.7, None, round=2)
+        assert [e.arch for e in led.evaluations("a")] == ["arch-1", "arch-2"]
+        assert led.evaluations("a")[0].valid == v and led.evaluations("a")[0].cost == {"params": 12.0}
+        led.write_journal("a", 1, "analyze", {"principles": [{"x": 1}], "event": [{"e": 1}, {"e": 2}]})
+        led.write_journal("a", 1, "analyze", {"principles": [{"x": 2}]})  # a re-run node replaces its entries
+        assert led.journal("a", "principles") == [{"x": 2}] and led.journal("a", "event") == []
+        assert store.settings("a")["budget"] == 3 and store.settings("missing") is None
+        store.save_record("a", {"evaluations": [1, 2]})
+        with pytest.raises(ArchloreError, match="kept the old record"):
+            store.save_record("a", {"evaluations": [1]})
+        assert store.record("a") == {"evaluations": [1, 2]}
+        store.create_run("b", {"budget": 5, "space": "nb201", "target": "cifar10", "executor": "tabular"})
+        runs = {r.run_id: r for r in store.runs()}
+        assert runs["a"].used == 2 and runs["a"].best == 0.7 and runs["a"].status == "finished"
+        assert runs["b"].used == 0 and runs["b"].status == "running" and runs["b"].budget == 5
+        assert not store.delete_run("a") and store.delete_run("b")
+        assert [r.run_id for r in store.runs()] == ["a"]
+    with RunStore(storage_url) as again:  # persisted, and the schema is created only once
+        assert len(again.ledger.evaluations("a")) == 2
+
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from archlore.tools.storage import RunStore
+    with RunStore(sys.argv[1]) as s, s.lock("r1"):
+        print("held", flush=True)
+        time.sleep(120)
+""")
+
+
+def test_the_run_lock_is_exclusive_and_dies_with_its_holder(storage_url):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, storage_url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with RunStore(storage_url) as store:
+            with pytest.raises(RunLocked, match="in use by another archlore process"):
+                with store.lock("r1"):
+                    pass
+            with store.lock("r2"):  # another run is not blocked
+                pass
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            deadline = time.time() + 20  # the server notices the dead connection
+            while True:
+                try:
+                    with store.lock("r1"):
+                        break
+                except RunLocked:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.2)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from archlore.tools.storage import RunStore
+    url, run_id, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with RunStore(url) as s:
+        s.create_run(run_id, {"budget": n})
+        for i in range(n):
+            s.ledger.record(run_id, f"{run_id}-arch-{i}", i / n, None, round=i // 5)
+            s.ledger.write_journal(run_id, i // 5, "search", {"event": [{"i": j} for j in range(i % 5 + 1)]})
+        s.save_record(run_id, {"evaluations": list(range(n))})
+""")
+
+
+def test_two_concurrent_runs_lose_no_write(storage_url):
+    n = 60
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, storage_url, rid, str(n)], stderr=subprocess.PIPE, text=True)
+             for rid in ("alice", "bob")]
+    for p in procs:
+        _, errs = p.communicate(timeout=240)
+        assert p.returncode == 0, errs[-2000:]
+    with RunStore(storage_url) as store:
+        for rid in ("alice", "bob"):
+            evs = store.ledger.evaluations(rid)
+            assert [e.seq for e in evs] == list(range(n))
+            assert {e.arch for e in evs} == {f"{rid}-arch-{i}" for i in range(n)}
+            # the last write of each round's journal wins, whole: 5 entries per full round
+            assert len(store.ledger.journal(rid, "event")) == 5 * (n // 5)
+            assert len(store.record(rid)["evaluations"]) == n
+        assert sorted(r.run_id for r in store.runs()) == ["alice", "bob"]
