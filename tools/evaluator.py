@@ -2,14 +2,35 @@
 
 The `Evaluator` joins an executor, a ledger and a run id. It is the only way strategies and
 agents evaluate anything, so the budget and the ledger can never disagree.
+
+Failed candidates (out of memory, NaN loss, a builder error) are recorded with their reason.
+With `count_failed=True` (the default) a failed architecture costs one evaluation like any other;
+with False it is free. Either way it is never evaluated again (asking again returns its failed
+record), it is never the best, and it is left out of `pairs()`, what proposers and analysts
+compare; `seen()` includes it, so a strategy can avoid proposing it again.
+
+Fidelities (epochs), "like with like": an architecture may have results at several fidelities
+(successive halving trains it for more epochs at each rung it survives); it costs one evaluation
+whatever its number of rungs. An architecture's *result* is its highest-fidelity evaluation; if
+that one failed, the architecture counts as failed.
+
+- `best()` compares results at the same fidelity only: among architectures whose result is at
+  the highest fidelity any architecture reached, the one with the best `valid` (an architecture
+  stopped at a lower rung lost a comparison at that rung, so it cannot be the best).
+- `pairs()` hands proposers and analysts one value per architecture, all at one fidelity: the
+  *comparison fidelity*, the fidelity at which the most architectures have an ok result (ties:
+  the higher). With successive halving that is the first rung, which every candidate ran; with a
+  single fidelity it is that one. Architectures without a result there are left out.
+  `pairs(fidelity=F)` asks for another fidelity.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from .errors import BudgetExhausted
-from .executors import Executor
+from .executors import Executor, Metrics
 from .ledger import Evaluation, Ledger
 from .spaces import Arch
 
@@ -17,48 +38,109 @@ log = logging.getLogger(__name__)
 
 
 class Evaluator:
-    def __init__(self, executor: Executor, ledger: Ledger, run_id: str, budget: int) -> None:
+    def __init__(
+        self, executor: Executor, ledger: Ledger, run_id: str, budget: int, *, count_failed: bool = True,
+    ) -> None:
         self.executor = executor
         self.space = executor.space
         self.ledger = ledger
         self.run_id = run_id
         self.budget = budget
-        self._history = ledger.evaluations(run_id)  # resume: what is finished stays finished
-        self._by_arch = {e.arch: e for e in self._history}
-        self._archs = [self.space.from_string(e.arch) for e in self._history]
+        self.count_failed = count_failed
+        self._history: list[Evaluation] = []
+        self._at: dict[tuple[str, int], Evaluation] = {}  # (arch, fidelity) -> evaluation
+        self._result: dict[str, Evaluation] = {}  # arch -> its highest-fidelity evaluation (first-seen order)
+        self._arch_of: dict[str, Arch] = {}
+        for ev in ledger.evaluations(run_id):  # resume: what is finished stays finished
+            self._add(ev, self.space.from_string(ev.arch))
+
+    def _add(self, ev: Evaluation, arch: Arch) -> None:
+        self._history.append(ev)
+        self._at[(ev.arch, ev.fidelity)] = ev
+        self._arch_of.setdefault(ev.arch, tuple(arch))
+        old = self._result.get(ev.arch)
+        if old is None or ev.fidelity >= old.fidelity:
+            self._result[ev.arch] = ev
 
     @property
     def history(self) -> list[Evaluation]:
+        """Every evaluation (all fidelities, failed ones too), oldest first: the run's record."""
         return list(self._history)
+
+    def results(self) -> list[Evaluation]:
+        """One evaluation per architecture (its highest fidelity), failed ones included."""
+        return list(self._result.values())
+
+    def failed(self) -> list[Evaluation]:
+        return [e for e in self._result.values() if not e.ok]
 
     @property
     def used(self) -> int:
-        return len(self._history)
+        """Budget spent: unique architectures (failed ones only when `count_failed`)."""
+        return sum(1 for e in self._result.values() if e.ok or self.count_failed)
 
     @property
     def remaining(self) -> int:
         return max(0, self.budget - self.used)
 
-    def pairs(self) -> list[tuple[Arch, float]]:
-        """(architecture, validation metric) per evaluation, oldest first: what proposers read."""
-        return [(a, e.valid) for a, e in zip(self._archs, self._history)]
+    def seen(self) -> set[Arch]:
+        """Every architecture evaluated (failed ones too): what a strategy must not propose again."""
+        return set(self._arch_of.values())
+
+    def is_failed(self, arch: Arch) -> bool:
+        ev = self._result.get(self.space.to_string(arch))
+        return ev is not None and not ev.ok
+
+    def comparison_fidelity(self) -> int | None:
+        counts = Counter(e.fidelity for e in self._history if e.ok and self._result[e.arch].ok)
+        if not counts:
+            return None
+        return max(counts, key=lambda f: (counts[f], f))
+
+    def pairs(self, fidelity: int | None = None) -> list[tuple[Arch, float]]:
+        """(architecture, validation metric) at one fidelity, oldest first: what proposers read."""
+        f = self.comparison_fidelity() if fidelity is None else fidelity
+        out = []
+        for key, result in self._result.items():
+            ev = self._at.get((key, f)) if f is not None else None
+            if result.ok and ev is not None and ev.ok:
+                out.append((self._arch_of[key], ev.valid))
+        return out
 
     def best(self) -> Evaluation | None:
-        return max(self._history, key=lambda e: e.valid, default=None)
+        ok = [e for e in self._result.values() if e.ok]
+        if not ok:
+            return None
+        top = max(e.fidelity for e in ok)
+        return max((e for e in ok if e.fidelity == top), key=lambda e: e.valid)
 
-    def evaluate(self, arch: Arch, *, proposed_by: str = "", round: int = 0) -> Evaluation:
+    def evaluate(self, arch: Arch, *, proposed_by: str = "", round: int = 0, epochs: int | None = None) -> Evaluation:
+        """Evaluate `arch` (at `epochs` when given: executors with fidelities only).
+
+        A repeat is free: without `epochs` any earlier result of `arch` is returned; with it, the
+        one at that fidelity. A failed architecture is never evaluated again. Only a new
+        architecture needs budget left (a new fidelity of a known one is free).
+        """
         key = self.space.to_string(arch)
-        if key in self._by_arch:
-            return self._by_arch[key]
-        if self.remaining <= 0:
+        known = self._result.get(key)
+        if known is not None:
+            if not known.ok:
+                return known
+            if epochs is None:
+                return known
+            if (key, int(epochs)) in self._at:
+                return self._at[(key, int(epochs))]
+        elif self.remaining <= 0:
             raise BudgetExhausted(f"run {self.run_id} has spent its budget of {self.budget} evaluations")
-        m = self.executor.evaluate(arch)
+        m: Metrics = self.executor.evaluate(arch) if epochs is None else self.executor.evaluate(arch, epochs=epochs)  # type: ignore[call-arg]
         ev = self.ledger.record(
             self.run_id, key, m.valid, m.test, cost=m.cost, wall_time=m.wall_time,
-            proposed_by=proposed_by, round=round,
+            proposed_by=proposed_by, round=round, status=getattr(m, "status", "ok"),
+            reason=getattr(m, "reason", ""), fidelity=getattr(m, "fidelity", 0),
         )
-        log.debug("evaluated %s -> %.4f (%s)", key, m.valid, proposed_by)
-        self._history.append(ev)
-        self._archs.append(tuple(arch))
-        self._by_arch[key] = ev
+        if ev.ok:
+            log.debug("evaluated %s -> %.4f at fidelity %d (%s)", key, ev.valid, ev.fidelity, proposed_by)
+        else:
+            log.warning("candidate %s failed: %s", key, ev.reason)
+        self._add(ev, tuple(arch))
         return ev

@@ -16,12 +16,28 @@ from .tables import Table
 
 @dataclass(frozen=True)
 class Metrics:
-    """What one evaluation produced. `valid` is what a search may see; `test` is for reports."""
+    """What one evaluation produced. `valid` is what a search may see; `test` is for reports.
+
+    `status` is "ok" or "failed" (then `reason` says why: out of memory, NaN loss, a builder
+    error; `valid` is NaN); `fidelity` is the epochs a trained candidate had (0: not applicable).
+    """
 
     valid: float
     test: float | None = None
     cost: dict[str, float] = field(default_factory=dict)
     wall_time: float = 0.0
+    status: str = "ok"
+    reason: str = ""
+    fidelity: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def failed(cls, reason: str, *, wall_time: float = 0.0, fidelity: int = 0,
+               cost: dict[str, float] | None = None) -> Metrics:
+        return cls(math.nan, None, dict(cost or {}), wall_time, "failed", reason, fidelity)
 
 
 class Executor(Protocol):

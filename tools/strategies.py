@@ -106,6 +106,8 @@ def run_search(
         rng = step_rng(seed, evaluator.used)
         try:
             arch = proposer.propose(space, evaluator.pairs(), flt, rng)
+            if evaluator.is_failed(arch):  # failed candidates are not in pairs(): never propose one again
+                arch = sample_unseen(space, rng, evaluator.seen(), flt)
         except SpaceExhausted:
             wider = widen(flt) if widen else None
             if wider is None or wider.size() <= flt.size():
