@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from archlore.tools.errors import ConfigError
 from archlore.tools.spaces import SearchSpace
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, create_model
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 TOKEN_BUDGET = 2000  # estimated prompt tokens per call (an upper bound, see the module docstring)
 TEMPLATE_ALLOWANCE = 64  # chat-template tokens around the messages and the tool block
+# the smallest budget: the instructions, the schema and one candidate of the largest space (200
+# positions) take about 1,070 estimated tokens with no history and no legend
+MIN_TOKEN_BUDGET = 1500
 
 
 def estimate_tokens(*texts: str) -> int:
@@ -132,6 +136,10 @@ class LLMChooser:
     token_budget: int = TOKEN_BUDGET
     usage: Usage = field(default_factory=Usage)
     calls: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.token_budget < MIN_TOKEN_BUDGET:
+            raise ConfigError(f"the ranker's token budget must be at least {MIN_TOKEN_BUDGET}, got {self.token_budget}")
 
     def __call__(self, history: list[str], pool: list[str]) -> int | None:
         prompt = build_prompt(self.space, history, pool, self.token_budget)
