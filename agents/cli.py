@@ -69,10 +69,10 @@ class _Progress:
 @app.command()
 def run(
     space: Annotated[Optional[str], typer.Option(help="nb201, tnb101, or a .yaml/.json space file  [default: nb201]")] = None,
-    target: Annotated[Optional[str], typer.Option(help="target task (dataset or table column), e.g. cifar100 or digits  [default: cifar100]")] = None,
-    source: Annotated[Optional[str], typer.Option(help="source task the principles are learned from; 'none' for no source  [default: cifar10]")] = None,
+    target: Annotated[Optional[str], typer.Option(help="target task (dataset or table column), e.g. cifar100 or digits  [default: cifar100; a one-task --table: its task]")] = None,
+    source: Annotated[Optional[str], typer.Option(help="source task the principles are learned from; 'none' for no source  [default: cifar10; with --table: none]")] = None,
     budget: Annotated[Optional[int], typer.Option(help="evaluations (unique architectures) to spend  [default: 20]")] = None,
-    llm: Annotated[Optional[str], typer.Option(help="none | local | openai:MODEL | openai:MODEL@BASE_URL  [default: none]")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="none | local | openai:MODEL[@BASE_URL], a fallback chain A>B>none, or per role: analyst=openai:gpt-4o-mini>local>none,planner=local,default=none (roles: analyst, planner, ranker, coordinator)  [default: none]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="[default: 0]")] = None,
     executor: Annotated[Optional[str], typer.Option(help="tabular (look up a benchmark table) or train (train each candidate)  [default: tabular]")] = None,
     strategy: Annotated[Optional[str], typer.Option(help="the search step: guided-rea, rea, random or guided-rank inside the planner's filters; rank alone over the whole space (no analyst/planner)  [default: guided-rea]")] = None,
@@ -93,13 +93,20 @@ def run(
     tool_rounds: Annotated[Optional[int], typer.Option(help="analyst tool-calling rounds for evidence (default 1; 0 with --llm local, whose prompt carries the evidence pre-ranked)")] = None,
     llm_timeout: Annotated[Optional[float], typer.Option(help="seconds per LLM call (default 120; 600 with --llm local)")] = None,
     llm_retries: Annotated[Optional[int], typer.Option(help="retries on timeouts, connection errors, 429 and 5xx (default 4; 1 with --llm local)")] = None,
+    llm_config: Annotated[Optional[Path], typer.Option(help="a YAML/JSON file: per role a backend chain and timeout, retries, temperature, max_tokens (wins over --llm for the roles it names)")] = None,
+    max_cost: Annotated[Optional[list[str]], typer.Option("--max", help="a cost limit NAME=VALUE (K/M/G suffixes), repeatable: --max params=1.0M --max flops=50M; cells over it are never evaluated")] = None,
+    objective: Annotated[Optional[str], typer.Option(help="Pareto mode: the target then costs or metrics to trade off, e.g. accuracy,flops (the run returns the front)")] = None,
+    recall_same_task: Annotated[Optional[bool], typer.Option("--recall-same-task/--no-recall-same-task", help="recall principles learned from earlier runs on this same task  [default: on; benchmarks: off]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
 ) -> None:
     """Run the agents (analyst, planner, executor) on a target task."""
-    from .context import RunSettings
-    from .runner import new_run_id, run_persistent
+    from archlore.tools.constraints import parse_limits
+    from archlore.tools.pareto import parse_objectives
 
-    given = {k: v for k, v in locals().items() if k not in {"resume", "out", "runs_dir", "quiet", "RunSettings", "new_run_id", "run_persistent"} and v is not None}
+    from .context import RunSettings
+    from .runner import default_tasks, new_run_id, run_persistent, space_name
+
+    given = {k: v for k, v in locals().items() if k not in {"resume", "out", "runs_dir", "quiet", "RunSettings", "new_run_id", "run_persistent", "default_tasks", "space_name", "parse_limits", "parse_objectives"} and v is not None}
     try:
         _check_out(out)
         if resume:
@@ -111,11 +118,24 @@ def run(
             settings = RunSettings(run_id=resume, source=None)
         else:
             space = space or "nb201"
-            target = target or "cifar100"
-            src = "cifar10" if source is None else (None if source in ("", "none") else source)
-            options = {k: v for k, v in given.items() if k not in {"space", "target", "source", "run_id"}}
+            tasks = default_tasks(space, table)
+            if target is None and table and len(tasks) > 1:
+                raise ConfigError(f"the table {table} has the tasks {', '.join(tasks)}: pick one with --target")
+            target = target or (tasks[0] if tasks else "cifar100")
+            # a user table's source is another of its columns: none unless asked for
+            src = ("cifar10" if not table else None) if source is None else (None if source in ("", "none") else source)
+            options = {k: v for k, v in given.items()
+                       if k not in {"space", "target", "source", "run_id", "max_cost", "objective"}}
+            if max_cost:
+                options["limits"] = parse_limits(max_cost)
+            if objective:
+                options["objectives"] = parse_objectives(objective)
+            if llm_config:
+                from .roles import load_config
+
+                options["llm_config"] = load_config(llm_config)  # kept in settings.json: --resume needs no file
             settings = RunSettings(
-                run_id=run_id or new_run_id({"space": Path(space).stem, "target": target, "seed": seed or 0}),
+                run_id=run_id or new_run_id({"space": space_name(space), "target": target, "seed": seed or 0}),
                 space=space, target=target, source=src, **options,
             )
         progress = None if quiet else _Progress(settings.budget)
@@ -166,9 +186,18 @@ def _print_summary(rec: dict) -> None:
         f"[bold]{escape(str(rec['run_id']))}[/]: "
         + escape(f"{rec['space']} {rec.get('source') or '-'} -> {rec['target']}, llm {rec['llm']}, ")
         + f"{rec['used']}/{rec['budget']} evaluations, best valid {best.get('valid', float('nan')):.4f}"
-        + (f", test {best['test']:.4f}" if best.get("test") is not None else ""),
+        + (f", test {best['test']:.4f}" if best.get("test") is not None else "")
+        + (f" ({rec['target']}: lower is better)" if rec.get("direction") == "min" else ""),
         highlight=False, soft_wrap=True,
     )
+    if rec.get("limits"):
+        from archlore.tools.constraints import format_limits
+
+        console.print(f"limits: {format_limits(rec['limits'])} (no cell over a limit was evaluated)", highlight=False)
+    if rec.get("objectives"):
+        front = rec.get("front") or []
+        console.print(f"Pareto front ({' vs '.join(rec['objectives'])}): {len(front)} of {rec['used']} evaluated cells",
+                      highlight=False)
 
 
 @app.command()
@@ -208,6 +237,10 @@ def show(
     console.print(f"analyst fed: {fed.get('source_cells') or 'no source table'}; target data: "
                   f"{fed.get('target_data') or '-'}", highlight=False, soft_wrap=True)
     _print_memory(rec)
+    if rec.get("defaults"):
+        console.print("defaults: " + "; ".join(f"{k.replace('_', '-')} {v}" for k, v in rec["defaults"].items()),
+                      highlight=False, soft_wrap=True)
+    _print_front(rec)
     history = rec.get("principles_history", [])
     filters = {f["round"]: f for f in rec.get("filters", [])}
     if history:
@@ -220,13 +253,13 @@ def show(
             t.add_column(col)
         for h in history:
             f = filters.get(h["round"])
-            t.add_row(str(h["round"]), h["mode"], h["by"], h["evidence"], str(len(h["principles"])),
+            t.add_row(str(h["round"]), h["mode"], h["by"], _evidence_label(h, rec), str(len(h["principles"])),
                       str(len(h.get("rejected", []))),
                       "-" if f is None else f"{f['size']} ({f['how']}{', widened' if f.get('widened') else ''})")
         console.print(t)
     if rounds:
         for h in history:
-            console.rule(f"round {h['round']} · {h['mode']} · by {h['by']} · evidence: {h['evidence']}")
+            console.rule(f"round {h['round']} · {h['mode']} · by {h['by']} · evidence: {_evidence_label(h, rec)}")
             for line in render_statements(h["principles"]):
                 console.print(f"  {line}", highlight=False, markup=False)
             for r in h.get("rejected", []):
@@ -258,6 +291,50 @@ def show(
     tot = rec.get("tokens", {}).get("total", {})
     console.print(f"LLM: {tot.get('calls', 0)} calls, {tot.get('input_tokens', 0)} in / {tot.get('output_tokens', 0)} out tokens, "
                   f"{tot.get('seconds', 0):.1f} s, ~${tot.get('cost_usd', 0):.4f}", highlight=False)
+    _print_roles(rec)
+
+
+def _print_roles(rec: dict) -> None:
+    """Each role's backend chain, its tokens, seconds and cost per backend, and the switches."""
+    chains = rec.get("llm_roles") or {}
+    per_role = rec.get("tokens", {}).get("per_role") or {}
+    if not per_role and not rec.get("llm_switches") and all(c == "none" for c in chains.values()):
+        return
+    t = RichTable(title="LLM per role")
+    for col in ("role", "chain", "backend", "calls", "tokens in/out", "seconds", "cost"):
+        t.add_column(col)
+    for role, chain in chains.items():
+        backends = (per_role.get(role) or {}).get("backends") or {}
+        if not backends:
+            t.add_row(role, chain, "-", "0", "-", "-", "-")
+        for name, u in backends.items():
+            t.add_row(role, chain, name, str(u.get("calls", 0)), f"{u.get('input_tokens', 0)}/{u.get('output_tokens', 0)}",
+                      f"{u.get('seconds', 0):.1f}", f"${u.get('cost_usd', 0):.4f}")
+    console.print(t)
+    for sw in rec.get("llm_switches") or []:
+        console.print(f"switch: round {sw.get('round')}, {sw.get('role')} {sw.get('from')} -> {sw.get('to')} "
+                      f"at {sw.get('evaluations')} evaluations ({sw.get('node')}): {sw.get('reason')}",
+                      highlight=False, markup=False, soft_wrap=True)
+
+
+def _evidence_label(h: dict, rec: dict) -> str:
+    """A round's evidence; round 0 with no source and nothing recalled had none (not "recalled principles")."""
+    if h.get("evidence") == "recalled principles only" and not rec.get("recalled"):
+        return "none (no source table, nothing recalled)"
+    return str(h.get("evidence"))
+
+
+def _print_front(rec: dict) -> None:
+    front = rec.get("front") or []
+    if not front:
+        return
+    names = rec.get("objectives") or []
+    t = RichTable(title=f"Pareto front: {' vs '.join(names)} ({len(front)} cells)")
+    for col in ("#", "arch", *names):
+        t.add_column(col, overflow="fold")
+    for f in front:
+        t.add_row(str(f.get("seq", "")), f["arch"], *(f"{f[n]:.6g}" for n in names))
+    console.print(t)
 
 
 def _print_memory(rec: dict) -> None:

@@ -149,9 +149,12 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """List the principles in memory, each with the tasks whose data produced it."""
+    from archlore.memory.conflicts import find_conflicts
+
     with _open(memory, embedding) as store:
-        records = store.list(space, task, run_id=run)
+        records = store.list(_space_name(space), task, run_id=run)
         where = store.location
+        conflicts = find_conflicts(records) if run is None else store.conflicts(_space_name(space), task)
     if as_json:
         _print_json(records)
         return
@@ -161,6 +164,27 @@ def list_(
         return
     console.print(_table(records))
     console.print(f"{len(records)} principle(s) in {_esc(where)}")
+    for c in conflicts:
+        s, w = c["stronger"], c["weaker"]
+        console.print(_esc(f"conflict on {s['space']}/{s['task']}: {s['direction']} {s['choice']} @ {s['position']} "
+                           f"outweighs {w['direction']} it ({c['reason']}); recall hands out only the former"),
+                      highlight=False)
+
+
+def _space_name(space: str | None) -> str | None:
+    """A space file's path names its space (the one name the runs and the memory use)."""
+    if space is None or not space.endswith((".yaml", ".yml", ".json")):
+        return space
+    from archlore.agents.runner import space_name
+
+    return space_name(space)
+
+
+def _print_conflicts(console: Any, records: list[dict[str, Any]]) -> None:
+    for r in records:
+        c = r["conflict"]
+        console.print(_esc(f"conflict: {r['direction']} {r['choice']} @ {r['position']} ({r['id']}) is the "
+                           f"{c['status']} side against {c['opposite']} ({c['with']}): {c['reason']}"), highlight=False)
 
 
 @memory_app.command("show")
@@ -214,13 +238,17 @@ def query(
     space: SpaceOpt = None,
     task: TaskOpt = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many principles to show.")] = 5,
+    position: Annotated[Optional[str], typer.Option(help="Only principles about this position, e.g. layer0.")] = None,
+    choice: Annotated[Optional[str], typer.Option(help="Only principles about this choice, e.g. identity.")] = None,
+    direction: Annotated[Optional[str], typer.Option(help="Only prefer or only avoid principles.")] = None,
     memory: MemoryOpt = None,
     embedding: EmbeddingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find the principles closest in meaning to TEXT."""
+    """Find the principles closest in meaning to TEXT (filters narrow exactly before ranking)."""
     with _open(memory, embedding) as store:
-        records = store.query(text, space=space, task=task, k=k)
+        records = store.query(text, space=_space_name(space), task=task, k=k, position=position, choice=choice,
+                              direction=direction)
     if as_json:
         _print_json(records)
         return
@@ -229,6 +257,7 @@ def query(
         console.print("no principles match")
         return
     console.print(_table(records, similarity=True))
+    _print_conflicts(console, [r for r in records if r.get("conflict")])
 
 
 @memory_app.command("export")
@@ -300,11 +329,17 @@ def forget(
             if not typer.confirm(f"forget {what} in {store.location}?", err=True):
                 typer.echo("nothing was forgotten", err=True)
                 raise typer.Exit(1)
+        before = store.count()
         done = store.forget(ids, run_id=run, task=task, space=space)
+        after = store.count()
+    deleted = before - after
     if as_json:
-        _print_json({"forgotten": done})
+        _print_json({"forgotten": done, "deleted": deleted, "changed": len(done) - deleted, "total": after})
+    elif run:
+        typer.echo(f"removed run {run}'s part of {len(done)} principle(s): {deleted} deleted (only that run stated "
+                   f"them), {len(done) - deleted} kept with the other runs' evidence; the memory holds {after} (was {before})")
     else:
-        typer.echo(f"forgot {len(done)} principle(s)")
+        typer.echo(f"forgot {deleted} principle(s); the memory holds {after} (was {before})")
 
 
 @memory_app.command("migrate")

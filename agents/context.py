@@ -14,7 +14,7 @@ from archlore.tools.evaluator import Evaluator
 from archlore.tools.source_view import SourceView
 from archlore.tools.spaces import SearchSpace
 
-from .llm import parse_llm
+from .roles import RoleLLM, RoleLLMs, resolve
 
 # LAPT's schedules: (warm-up evaluations, check every, top-k fed back, REA population, tournament, k)
 SCHEDULES = {
@@ -72,7 +72,8 @@ class RunSettings:
     target: str = "cifar100"
     source: str | None = "cifar10"
     budget: int = 20
-    llm: str = "none"
+    llm: str = "none"  # a chain for every role, or role=chain,... (agents/roles.py)
+    llm_config: dict | None = None  # per-role backends and options (an --llm-config file, checked)
     seed: int = 0
     executor: str = "tabular"  # tabular | train
     strategy: str = "guided-rea"  # guided-rea | rea | random | guided-rank (inside the filters) | rank (alone)
@@ -143,7 +144,7 @@ class RunSettings:
             raise ConfigError(f"unknown --executor {self.executor!r}: use tabular or train")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown --strategy {self.strategy!r}: use {', '.join(STRATEGIES)}")
-        parse_llm(self.llm)  # fail before anything is created
+        resolve(self.llm, self.llm_config, timeout=self.llm_timeout, retries=self.llm_retries)  # fail before anything is created
         for name in ("warmup", "check_every", "max_choices", "top_k", "population", "tournament", "top_n", "show_n"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -185,11 +186,34 @@ class RunContext:
     source: SourceView | None  # the source task(s)' validation data only; never a target column
     target_description: str
     source_description: str
-    llm: Any = None  # agents.llm.LLM or None for the statistical agents
+    llm: Any = None  # agents.roles.RoleLLMs (a chain per role), one agents.llm.LLM for every role, or None
     memory: Any = None  # memory.store.PrincipleStore or None
     on_event: Any = None  # callable(dict) for progress display
     objectives: Any = None  # tools.pareto.Objectives in Pareto mode (--objective), else None
     cost: Any = None  # tools.constraints.CostFunction when the run has limits or cost objectives
+
+    _roles: Any = field(default=None, init=False, repr=False)
+    _roles_of: Any = field(default=None, init=False, repr=False)
+
+    def roles(self) -> RoleLLMs | None:
+        """The per-role chains (a single LLM given as `llm` serves every role)."""
+        if self._roles_of is not self.llm:
+            self._roles_of = self.llm
+            self._roles = self.llm if self.llm is None or isinstance(self.llm, RoleLLMs) else RoleLLMs.single(self.llm)
+            if self._roles is not None and self._roles.now is None:
+                self._roles.now = lambda: self.evaluator.used
+        return self._roles
+
+    def llm_for(self, role: str) -> RoleLLM | None:
+        """The LLM of `role` (analyst, planner, ranker, coordinator) now, or None: the statistical path."""
+        roles = self.roles()
+        return roles.get(role) if roles is not None else None
+
+    def new_round(self, round: int) -> None:
+        """A new adaptation round: every role's chain starts again at its first backend."""
+        roles = self.roles()
+        if roles is not None:
+            roles.new_round(round)
 
     def emit(self, **event: Any) -> None:
         if self.on_event:
@@ -197,4 +221,8 @@ class RunContext:
 
     def journal(self, round: int, node: str, **entries: list[dict]) -> None:
         """Record what `node` decided in `round` (principles, filters, events) in the ledger."""
+        roles = self.roles()  # with the LLM use and backend switches of every role since the last call
+        if roles is not None:
+            llm = roles.drain(node, round)
+            entries = {**entries, "event": [*entries.get("event", []), *llm["event"]], "llm_usage": llm["llm_usage"]}
         self.evaluator.ledger.write_journal(self.settings.run_id, round, node, entries)

@@ -15,6 +15,7 @@ from typing import Literal
 from archlore.memory.record import Outcome, Principle, TaskInfo
 from archlore.tools.errors import ArchloreError
 from archlore.tools.evidence import Evidence
+from archlore.tools.pareto import ParetoProposer
 from archlore.tools.spaces import SpaceFilter
 from archlore.tools.rank import RankSearch, Surrogate
 from archlore.tools.strategies import REA, GuidedREA, RandomSearch, run_search
@@ -38,8 +39,10 @@ def _principles(raw: list[dict] | None) -> list[Principle]:
 def recall(state: State, runtime: Runtime[RunContext]) -> dict:
     """Round 0's evidence (the source's statistics, computed once here) and the recalled principles.
 
-    Recall excludes every principle whose provenance includes the target's data, whatever task
-    name it was stored under: what the target's own data taught must not come back as a prior.
+    With `recall_same_task` off (benchmarks), recall excludes every principle whose provenance
+    includes the target's data, whatever task name it was stored under: what the target's own data
+    taught must not come back as a prior. On (a user's default), earlier runs on the same task are
+    recalled too, and each recalled principle's `data_tasks` shows it.
     """
     ctx = runtime.context
     ev = analyst.source_evidence(ctx)
@@ -48,10 +51,12 @@ def recall(state: State, runtime: Runtime[RunContext]) -> dict:
         return update
     s = ctx.settings
     evidence_text = render_evidence(ev.stats) if ev else ""
+    same = s.recall_same_task
     try:
         found = ctx.memory.recall(
-            ctx.space.name, f"{s.target}: {ctx.target_description}", evidence_text,
-            k=10, exclude_tasks=[s.target], exclude_data=[s.target],
+            ctx.space.name, f"{s.target}: {task_text(ctx)}", evidence_text,
+            k=10, exclude_tasks=[] if same else [s.target], exclude_data=[] if same else [s.target],
+            resolve_conflicts=True,
         )
     except Exception as exc:  # noqa: BLE001 - a broken memory must not end a run
         log.warning("memory recall failed: %s", exc)
@@ -82,6 +87,7 @@ def _evidence(state: State) -> Evidence | None:
 def analyze(state: State, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     mode = state.get("mode", "initial")
+    ctx.new_round(state.get("round", 0))  # the round's first node: every role's chain starts at its head
     if ctx.settings.strategy == "rank":  # LM-Searcher alone: no principles, no analyst call
         return {"principles": [], **({"original_principles": []} if mode == "initial" else {})}
     res = analyst.analyze(
@@ -169,6 +175,15 @@ def approve(state: State, runtime: Runtime[RunContext]) -> dict:
     return update
 
 
+def task_text(ctx: RunContext) -> str:
+    """The target's description for the memory; a Pareto run's says which trade-off it searched,
+    so its principles are stored under, and recalled by, that trade-off."""
+    objectives = ctx.settings.objectives
+    if not objectives:
+        return ctx.target_description
+    return f"{ctx.target_description} (Pareto trade-off: {' vs '.join(objectives)})"
+
+
 def make_proposer(ctx: RunContext, principles: list[Principle], on_pick=None):
     """The search step's proposer; for rank strategies, also the LLM chooser (None with --llm none)."""
     s = ctx.settings
@@ -201,6 +216,8 @@ def search(state: State, runtime: Runtime[RunContext]) -> dict:
 
     picks: list[dict] = []
     proposer = make_proposer(ctx, principles, on_pick=picks.append)
+    if ctx.objectives is not None:  # Pareto mode: the fitness strategies see is the non-domination rank
+        proposer = ParetoProposer(proposer, ctx.objectives)
     out = run_search(
         proposer, ev, flt, target - ev.used, seed=ctx.settings.seed, proposed_by=f"{proposer.name}/r{rnd}",
         round=rnd, widen=widen,
@@ -256,7 +273,11 @@ def remember(state: State, runtime: Runtime[RunContext]) -> dict:
     best = ctx.evaluator.best()
     # what the run taught: the choices its best cells share (the adaptation rounds' principles
     # describe contrasts inside ever narrower filters, which mislead a later task)
-    lesson = analyst.summary_principles(ctx.space, ctx.evaluator.pairs(), s.top_k, f"{s.target} (run {s.run_id})")
+    cells, label = ctx.evaluator.pairs(), f"{s.target} (run {s.run_id})"
+    if ctx.objectives is not None:  # Pareto mode: what the front's cells share is the trade-off's lesson
+        cells = ParetoProposer(None, ctx.objectives).fitness(cells)
+        label = f"the {' vs '.join(s.objectives)} front of {s.target} (run {s.run_id})"
+    lesson = analyst.summary_principles(ctx.space, cells, s.top_k, label)
     # provenance: the target's own evaluations, the source that shaped which cells were evaluated,
     # and whatever data the recalled principles came from
     data_tasks = {s.target, *([s.source] if s.source else [])}
@@ -265,7 +286,8 @@ def remember(state: State, runtime: Runtime[RunContext]) -> dict:
     try:
         ids = ctx.memory.remember(
             lesson or _principles(state["principles"]),
-            TaskInfo(space=ctx.space.name, task=s.target, description=ctx.target_description),
+            TaskInfo(space=ctx.space.name, task=s.target, description=task_text(ctx),
+                     metric=f"pareto: {', '.join(s.objectives)}" if s.objectives else "validation accuracy"),
             Outcome(best_metric=best.valid if best else None, evaluations=ctx.evaluator.used),
             s.run_id,
             data_tasks=sorted(data_tasks),

@@ -25,12 +25,15 @@ from archlore.tools.evaluator import Evaluator
 from archlore.tools.executors import Executor, TabularExecutor
 from archlore.tools.ledger import Ledger
 from archlore.tools.source_view import SourceView
+from archlore.tools.constraints import ConstrainedExecutor, CostFunction, TableCost, check_names, constrain_table
+from archlore.tools.pareto import Objectives
 from archlore.tools.spaces import SearchSpace, get_space
 from archlore.tools.tables import TASK_DESCRIPTIONS, Table, load_table, load_user_csv
 
 from .context import RunContext, RunSettings
 from .graph import builder, recursion_limit
-from .llm import LLMSettings, LLMSpec, make_openai, parse_llm
+from . import roles
+from .roles import RoleLLMs
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +90,17 @@ def preflight(settings: RunSettings, table: Table | None = None) -> tuple[Search
     A budget above the number of architectures that can be evaluated is capped to it (and said).
     """
     space = get_space(settings.space)
-    if table is None and (settings.executor == "tabular" or settings.source):
+    if table is None and (settings.executor == "tabular" or settings.source or settings.objectives
+                          or (settings.limits and space.name in {"nb201", "tnb101"})):
         table = _table(settings, space)
+    if settings.limits and table is not None and all(k in table.cost for k in settings.limits):
+        table = constrain_table(table, settings.limits)  # over-limit cells have no result any more
+    elif settings.limits and settings.executor == "tabular":
+        check_names(settings.limits, list(table.cost) if table is not None else [], table.source if table else space.name)
+    if settings.objectives:
+        if table is None:
+            raise DataError(f"--objective needs a results table for {space.name}: pass --data or --table")
+        Objectives.of(table, settings.objectives)
     if settings.source is not None:
         if table is None:
             raise DataError(f"--source {settings.source} needs a results table for {space.name}: pass --data or --table")
@@ -114,9 +126,52 @@ def make_executor(settings: RunSettings, space: SearchSpace, table: Table | None
         kwargs = {"epochs": settings.train_epochs} if settings.train_epochs else {}
         # one thread by default: on a busy 2-core machine torch's default was 5-20x slower
         threads = env().archlore_train_threads or None
-        return TrainingExecutor(space, settings.target, seed=settings.seed, threads=threads, **kwargs)
+        trainer = TrainingExecutor(space, settings.target, seed=settings.seed, threads=threads, **kwargs)
+        if not settings.limits:
+            return trainer
+        return ConstrainedExecutor(trainer, cost_function(settings, trainer, table), settings.limits)
     assert table is not None, "preflight checks that a tabular run has a table"
-    return TabularExecutor(table, settings.target)
+    return TabularExecutor(table, settings.target)  # limits: preflight already cut the table
+
+
+def cost_function(settings: RunSettings, executor: Any, table: Table | None) -> CostFunction:
+    """Where a run's costs come from: the executor's own `cost_of` (the training executor counts
+    parameters and FLOPs of the built model: the hook another part wires), else the table's cost
+    columns. A limit on a cost neither has is refused."""
+    own = getattr(executor, "cost_of", None)
+    if callable(own):
+        return executor
+    if table is not None and all(k in table.cost for k in settings.limits):
+        return TableCost(table)
+    raise ConfigError(
+        f"--max {', '.join(settings.limits)}: the {settings.executor} executor cannot tell these costs "
+        f"before evaluating (no cost_of) and the table has {', '.join(table.cost) if table else 'no costs'}"
+    )
+
+
+def space_name(space: str) -> str:
+    """The one name of a space everywhere (run ids, records, the memory): a built-in's name, or the
+    space file's `name:` (the file's stem when it has none)."""
+    try:
+        return get_space(space).name
+    except ArchloreError:
+        return Path(space).stem  # the preflight reports what is wrong with it
+
+
+def default_tasks(space: str, table: str | None) -> list[str]:
+    """The tasks (metric columns) of a user table, read from its header and the space's column roles:
+    `run` uses the only one as the default target."""
+    if not table:
+        return []
+    import csv
+
+    try:
+        roles = get_space(space).columns
+        with open(table, newline="", encoding="utf-8-sig") as fh:
+            header = [h.strip() for h in next(csv.reader(fh), [])]
+    except (OSError, UnicodeDecodeError, ArchloreError, csv.Error):
+        return []  # the preflight says what is wrong, with its own message
+    return [h for h in header if h and h != "arch" and not h.endswith("_test") and roles.get(h, "max") in {"max", "min"}]
 
 
 def evaluable_cells(settings: RunSettings, space: SearchSpace, table: Table | None) -> int:
@@ -126,23 +181,10 @@ def evaluable_cells(settings: RunSettings, space: SearchSpace, table: Table | No
     return space.size()
 
 
-def make_llm(settings: RunSettings, stack: ExitStack) -> Any:
-    spec = parse_llm(settings.llm)
-    # a 1.5B model on one CPU thread needs minutes for a long prompt on a busy machine
-    timeout = settings.llm_timeout or (600.0 if spec.provider == "local" else 120.0)
-    # a stuck local server rarely recovers by waiting: retry it once, hosted APIs more often
-    retries = settings.llm_retries if settings.llm_retries is not None else (1 if spec.provider == "local" else 4)
-    llm_settings = LLMSettings(timeout=timeout, retries=retries)
-    if spec.provider == "none":
-        return None
-    if spec.provider == "local":
-        from . import local_llm
-
-        server = stack.enter_context(local_llm.LocalLLMServer())
-        llm = make_openai(LLMSpec("openai", server.model, server.base_url), llm_settings, api_key="local")
-        llm.name = "local"
-        return llm
-    return make_openai(spec, llm_settings)
+def make_llm(settings: RunSettings, stack: ExitStack) -> RoleLLMs | None:
+    """Every role's backend chain (agents/roles.py); one local server for all roles; None: no LLM."""
+    plans = roles.resolve(settings.llm, settings.llm_config, timeout=settings.llm_timeout, retries=settings.llm_retries)
+    return roles.build(plans, stack)
 
 
 def open_memory(settings: RunSettings) -> Any:
@@ -168,6 +210,9 @@ def build_context(
     executor = make_executor(settings, space, table)
     if llm is None and use_llm_spec:
         llm = make_llm(settings, stack)
+    if isinstance(llm, RoleLLMs):
+        llm = llm.fresh()  # shared clients (a benchmark's), this run's own chains and accounting
+    needs_cost = settings.limits or any(o in (table.cost if table else {}) for o in settings.objectives)
     return RunContext(
         settings=settings,
         space=space,
@@ -178,6 +223,8 @@ def build_context(
         llm=llm,
         memory=memory,
         on_event=on_event,
+        objectives=Objectives.of(table, settings.objectives) if settings.objectives and table is not None else None,
+        cost=(getattr(executor, "cost", None) or (TableCost(table) if table is not None and table.cost else None)) if needs_cost else None,
     )
 
 
@@ -194,6 +241,12 @@ def build_record(ctx: RunContext, state: dict) -> dict:
     for u in (state.get("tokens") or {}).values():
         for k, v in u.items():
             totals[k] = round(totals.get(k, 0) + v, 6)
+    table = getattr(ctx.evaluator.executor, "table", None)
+    flip = table is not None and s.target in table.lower_is_better  # show the user's own numbers
+    evaluations = [_user_numbers(e.to_dict(), flip) for e in evs]
+    if ctx.objectives is not None:
+        for e, a in zip(evaluations, ctx.evaluator.pairs()):
+            e["objectives"] = ctx.objectives.user(ctx.objectives.values(a[0]))
     return {
         "record_version": RECORD_VERSION,
         "run_id": s.run_id,
@@ -216,19 +269,53 @@ def build_record(ctx: RunContext, state: dict) -> dict:
             "target_data": f"only this run's own evaluations ({len(evs)} cells, through the executor)",
             "memory": [r["run_id"] for r in state.get("recalled", [])],
         },
-        "evaluations": [e.to_dict() for e in evs],
+        "evaluations": evaluations,
         "used": len(evs),
-        "best": {"arch": best.arch, "valid": best.valid, "test": best.test} if best else None,
+        "best": _user_numbers({"arch": best.arch, "valid": best.valid, "test": best.test}, flip) if best else None,
+        "direction": "min" if flip else "max",
+        "limits": dict(s.limits),
+        "objectives": list(s.objectives),
+        "front": _front(ctx, evaluations),
+        "defaults": dict(s.defaults),
         "principles_history": ledger.journal(s.run_id, "principles"),
         "principles": state.get("principles", []),
         "filters": ledger.journal(s.run_id, "filter"),
         "events": ledger.journal(s.run_id, "event"),
-        "tokens": {"per_node": state.get("tokens", {}), "total": totals},
+        "tokens": {"per_node": state.get("tokens", {}), "total": totals,
+                   **roles.usage_summary(ledger.journal(s.run_id, "llm_usage"))},
+        "llm_roles": _llm_roles(ctx),
+        "llm_switches": [e for e in ledger.journal(s.run_id, "event") if e.get("event") == "llm_switch"],
         "recalled": state.get("recalled", []),
         "remembered": state.get("remembered", []),
         "remembered_data_tasks": state.get("remembered_data_tasks", []),
         "stopped": state.get("stopped") or ("budget" if len(evs) >= s.budget else "unknown"),
     }
+
+
+def _llm_roles(ctx: RunContext) -> dict[str, str]:
+    """Each role's backend chain, as run."""
+    if ctx.roles() is not None:
+        return ctx.roles().describe()
+    s = ctx.settings
+    return {r: p.label for r, p in roles.resolve(s.llm, s.llm_config, timeout=s.llm_timeout, retries=s.llm_retries).items()}
+
+
+def _user_numbers(entry: dict, flip: bool) -> dict:
+    """An evaluation with a lower-is-better target's values un-negated (see Table.lower_is_better)."""
+    if flip:
+        entry = {**entry, "valid": -entry["valid"], "test": None if entry.get("test") is None else -entry["test"]}
+    return entry
+
+
+def _front(ctx: RunContext, evaluations: list[dict]) -> list[dict]:
+    """Pareto mode: the evaluated cells no other evaluated cell dominates, best first objective first."""
+    if ctx.objectives is None:
+        return []
+    from archlore.tools.pareto import front_of
+
+    archs = [a for a, _ in ctx.evaluator.pairs()]
+    return [{"arch": evaluations[i]["arch"], "seq": evaluations[i]["seq"], **evaluations[i]["objectives"]}
+            for i in front_of(ctx.objectives, archs)]
 
 
 def execute(

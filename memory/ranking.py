@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from archlore.memory.aggregate import provenance_of
+from archlore.memory.conflicts import find_conflicts
 from archlore.memory.record import Outcome, Principle, Provenance, TaskInfo
 
 TASK_WEIGHT = 0.75
@@ -53,6 +54,8 @@ class Recalled:
     """The tasks whose data produced the contributions recalled (the union of ``provenance``)."""
     provenance: tuple[Provenance, ...] = field(default=())
     """One entry per contribution (run) that recall kept, oldest first."""
+    weaker: bool = False
+    """In a conflict, the side with the weaker evidence (``memory.conflicts.evidence_weight``)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class Scored:
     similarity: float
     conflicts: bool
     row: Row
+    weaker: bool = False
 
 
 def score_task(rows: Sequence[Row], task_sim: float, evidence: np.ndarray | None, *, has_task: bool) -> list[Scored]:
@@ -111,6 +115,7 @@ def score_task(rows: Sequence[Row], task_sim: float, evidence: np.ndarray | None
     directions: dict[tuple[str, str], set[str]] = {}
     for r in rows:
         directions.setdefault((r.meta["position"], r.meta["choice"]), set()).add(r.meta["direction"])
+    weaker = {c["weaker"]["id"] for c in find_conflicts({**r.meta, "id": r.id} for r in rows)}
     evid = np.zeros(len(rows), dtype=np.float32)
     if evidence is not None and rows:
         mat = np.stack([r.vector for r in rows])
@@ -122,7 +127,8 @@ def score_task(rows: Sequence[Row], task_sim: float, evidence: np.ndarray | None
         sim = similarity(task_sim, float(ev), has_task=has_task, has_evidence=evidence is not None)
         outcome = _scaled(m.get("best_metric"), lo, hi)
         total = sim * (BASE + CONFIDENCE_WEIGHT * m["confidence"] + OUTCOME_WEIGHT * outcome)
-        out.append(Scored(round(total, 6), round(sim, 6), len(directions[(m["position"], m["choice"])]) > 1, r))
+        out.append(Scored(round(total, 6), round(sim, 6), len(directions[(m["position"], m["choice"])]) > 1, r,
+                          r.id in weaker))
     return out
 
 
@@ -154,6 +160,7 @@ def recalled(s: Scored, description: str) -> Recalled:
         similarity=s.similarity,
         score=s.score,
         conflicts=s.conflicts,
+        weaker=s.weaker,
         data_tasks=tuple(sorted({t for p in provenance for t in p.data_tasks})),
         provenance=provenance,
     )

@@ -50,6 +50,7 @@ from archlore.memory.aggregate import (
     where,
 )
 from archlore.memory.backends import Backend, open_backend
+from archlore.memory.conflicts import OPPOSITE, annotate, find_conflicts
 from archlore.memory.embeddings import embedding_dimension, embedding_name, embedding_option, get_embedding
 from archlore.memory.errors import (
     EmbeddingMismatch,
@@ -507,14 +508,21 @@ class PrincipleStore:
             return taskindex.data_tasks(tasks, space)
 
     def query(
-        self, text: str, *, space: str | None = None, task: str | None = None, k: int = 5
+        self, text: str, *, space: str | None = None, task: str | None = None, k: int = 5,
+        position: str | None = None, choice: str | None = None, direction: str | None = None,
     ) -> list[dict[str, Any]]:
         """The k principles whose sentence is closest to ``text``, each with ``similarity``.
 
         ``similarity`` is the cosine similarity (1 - Chroma's cosine distance), so in [-1, 1].
+        ``position``, ``choice`` and ``direction`` (prefer/avoid) filter exactly, before ranking by
+        meaning. Each result carries ``conflict``: None, or the opposite principle (same space,
+        task, position and choice) and which side the evidence supports (``memory.conflicts``).
         """
         if k < 1:
             raise MemoryStoreError(f"k must be at least 1, got {k}")
+        if direction is not None and direction not in OPPOSITE:
+            raise MemoryStoreError(f"direction must be prefer or avoid, got {direction!r}")
+        extra = [{f: v} for f, v in (("position", position), ("choice", choice), ("direction", direction)) if v is not None]
         vec = self._embed_cached([text])[text]
         with self._session() as (col, _):
             n = col.count()
@@ -523,16 +531,33 @@ class PrincipleStore:
             got = col.query(
                 query_embeddings=[vec],
                 n_results=min(k, n),
-                where=where(space, task),
+                where=where(space, task, extra),
                 include=["metadatas", "documents", "distances"],
             )
-        out = []
-        rows = zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0])
-        for rid, doc, meta, dist in rows:
-            rec = to_record(rid, doc, unpack(meta, rid))
-            rec["similarity"] = round(1.0 - float(dist), 6)
-            out.append(rec)
-        return out
+            out = []
+            rows = zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0])
+            for rid, doc, meta, dist in rows:
+                rec = to_record(rid, doc, unpack(meta, rid))
+                rec["id"] = rid
+                rec["similarity"] = round(1.0 - float(dist), 6)
+                out.append(rec)
+            opposites = self._opposites(col, out)
+        return annotate(out, opposites)
+
+    def _opposites(self, col: Any, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """For each record, the stored principle saying the opposite (same key, other direction)."""
+        want = {principle_id(r["space"], r["task"], r["position"], r["choice"], OPPOSITE[r["direction"]]): r["id"]
+                for r in records}
+        if not want:
+            return {}
+        got = col.get(ids=list(want), include=["metadatas", "documents"])
+        return {want[oid]: to_record(oid, doc, unpack(meta, oid)) | {"id": oid}
+                for oid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])}
+
+    def conflicts(self, space: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
+        """Every "prefer X"/"avoid X" pair at one position (of one space/task), with the side the
+        evidence supports and why (``memory.conflicts.find_conflicts``)."""
+        return find_conflicts(self.list(space, task))
 
     def recall(
         self,
@@ -545,6 +570,7 @@ class PrincipleStore:
         exclude_runs: Sequence[str] = (),
         exclude_data: Sequence[str] = (),
         include_unknown: bool = False,
+        resolve_conflicts: bool = False,
     ) -> list[Recalled]:
         """Principles from the most similar past tasks of ``space``, best first (scoring:
         ``archlore.memory.ranking``).
@@ -556,6 +582,8 @@ class PrincipleStore:
         whose data tasks include one of these (a principle only they stated disappears, one others
         also stated is recomputed without them), so an experiment can keep its target's data out of
         its prior. Contributions of unknown data origin are left out unless ``include_unknown``.
+        With ``resolve_conflicts``, of a "prefer X"/"avoid X" pair of one task only the side with the
+        stronger evidence is handed out (``memory.conflicts``); without it both come, flagged.
 
         The whole space is not read. From the task index and the principles nearest to the
         evidence text, every task gets an upper bound on what its principles can score (see
@@ -614,7 +642,8 @@ class PrincipleStore:
                 by_task = self._task_rows(col, space, chunk, runs, data)
                 for name, rows in by_task.items():
                     read += len(rows)
-                    scored += score_task(rows, task_sims[name], evidence, has_task=has_task)
+                    scored += [s for s in score_task(rows, task_sims[name], evidence, has_task=has_task)
+                               if not (resolve_conflicts and s.weaker)]
                 if len(scored) < k or done == len(queue):
                     continue
                 top = best(scored, k)

@@ -56,10 +56,23 @@ class Table:
     valid: dict[str, np.ndarray]
     test: dict[str, np.ndarray] = field(default_factory=dict)
     cost: dict[str, np.ndarray] = field(default_factory=dict)
+    # tasks whose metric is lower-is-better ("min"); their arrays hold the NEGATED metric, so every
+    # search maximises. This is the one place the sign lives: `user_value` gives the user's number.
+    lower_is_better: frozenset[str] = frozenset()
 
     @property
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.valid)
+
+    def direction(self, task: str) -> str:
+        """'min' for a lower-is-better metric, else 'max'."""
+        return "min" if task in self.lower_is_better else "max"
+
+    def user_value(self, task: str, value: float | None) -> float | None:
+        """The user's own number for an internal (maximised) value of `task`."""
+        if value is None:
+            return None
+        return -value if task in self.lower_is_better else value
 
     def check_task(self, task: str) -> str:
         if task not in self.valid:
@@ -179,7 +192,7 @@ def load_nb201(data_dir: str | Path | None = None) -> Table:
     n = space.size()
     valid = {t: _nan_array(n) for t in NB201_TASKS}
     test = {t: _nan_array(n) for t in NB201_TASKS}
-    cost = {"params_mb": _nan_array(n), "flops_m": _nan_array(n)}
+    cost = {"params_mb": _nan_array(n), "flops_m": _nan_array(n), "latency": _nan_array(n)}
     for line, row in enumerate(rows, start=2):
         i = _row_index(space, row["arch_str"], f"{path} line {line}")
         for t, p in NB201_TASKS.items():
@@ -188,6 +201,11 @@ def load_nb201(data_dir: str | Path | None = None) -> Table:
         if row.get("params_mb_c10"):
             cost["params_mb"][i] = _number(row["params_mb_c10"], f"{path} line {line}, params_mb_c10")
             cost["flops_m"][i] = _number(row.get("flops_m_c10"), f"{path} line {line}, flops_m_c10")
+        if row.get("edgegpu_latency_ms_c10"):
+            cost["latency"][i] = _number(row["edgegpu_latency_ms_c10"], f"{path} line {line}, edgegpu_latency_ms_c10")
+    # the names `--max` and `--objective` use, in plain units: parameters, FLOPs, milliseconds
+    cost["params"] = cost["params_mb"] * 1e6
+    cost["flops"] = cost["flops_m"] * 1e6
     return Table(space, f"NAS-Bench-201 ({path})", valid, test, cost)
 
 
@@ -291,7 +309,8 @@ def load_user_csv(
 
     A digit string that is too short and all digits (a spreadsheet stored `0312` as the number
     312) is an error saying it lost its leading zeros. Every other column whose name does not end
-    in `test_suffix` is a task's validation metric, `<task>_test` (when present) that task's test
+    in `test_suffix` is a task's validation metric (unless the space file's `columns:` makes it a
+    lower-is-better metric `min`, a `cost` or `ignore`; see `spaces.column_roles`), `<task>_test` (when present) that task's test
     metric; a metric is a finite number, or empty (also NaN/NA) for no result. A table may be
     partial (not every architecture has a row): `Table.known(task)` tells which cells are known.
     The file must be UTF-8 CSV with a header and at least one row; an architecture may appear
@@ -331,7 +350,18 @@ def load_user_csv(
             f"{path} has no {encoding_column!r} column (its columns: {', '.join(names)[:200]}): "
             f"name the column that holds the architectures {encoding_column!r}"
         )
-    metric_cols = valid_columns or [c for c in names if c != encoding_column and not c.endswith(test_suffix)]
+    roles = getattr(space, "columns", {}) or {}
+    unknown_roles = sorted(c for c in roles if c not in names and c.removesuffix(test_suffix) not in names)
+    if unknown_roles:
+        raise DataError(
+            f"{path}: the space file gives roles to column(s) {', '.join(unknown_roles)} that the table lacks "
+            f"(its columns: {', '.join(names)[:200]}): fix the names under 'columns:'"
+        )
+    cost_cols = [c for c in names if roles.get(c) == "cost"]
+    metric_cols = valid_columns or [
+        c for c in names
+        if c != encoding_column and not c.endswith(test_suffix) and roles.get(c, "max") in {"max", "min"}
+    ]
     missing = [c for c in metric_cols if c not in names]
     if missing or not metric_cols:
         raise DataError(
@@ -350,6 +380,7 @@ def load_user_csv(
     col = {h: keep[k] for k, h in enumerate(names)}
     valid = {c: _nan_array(n) for c in metric_cols}
     test = {c: _nan_array(n) for c in test_cols}
+    cost = {c: _nan_array(n) for c in cost_cols}
     first_line: dict[int, int] = {}
     width = max(keep) + 1  # trailing unnamed empty columns may be missing from a row
     for lineno, row in rows:
@@ -372,10 +403,17 @@ def load_user_csv(
             valid[c][i] = _number(row[col[c]], f"{path} line {lineno}, column {c!r}")
         for c in test_cols:
             test[c][i] = _number(row[col[f"{c}{test_suffix}"]], f"{path} line {lineno}, column {c + test_suffix!r}")
+        for c in cost_cols:
+            cost[c][i] = _number(row[col[c]], f"{path} line {lineno}, column {c!r}")
     empty = [c for c in metric_cols if np.isnan(valid[c]).all()]
     if empty:
         raise DataError(f"{path}: column(s) {', '.join(empty)} hold no numbers: fill them or remove them")
-    return Table(space, f"user table ({path})", valid, test)
+    lower = frozenset(c for c in metric_cols if roles.get(c) == "min")
+    for c in lower:  # the sign convention (see Table.lower_is_better): searches maximise
+        valid[c] = -valid[c]
+        if c in test:
+            test[c] = -test[c]
+    return Table(space, f"user table ({path})", valid, test, cost, lower)
 
 
 def load_table(space: str, data: str | Path | None = None) -> Table:
