@@ -152,7 +152,7 @@ def build_model(
     """Build the network of one candidate; any failure becomes a BuildError naming `candidate`."""
     try:
         model = builder(dict(arch), shape, **dict(options or {}))
-    except Exception as exc:  # noqa: BLE001 - a builder may fail in any way; the run goes on
+    except Exception as exc:  # a builder may fail in any way; the run goes on
         raise BuildError(
             f"building candidate {candidate} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "),
             candidate=candidate,
