@@ -18,6 +18,7 @@ from archlore.tools.builders import (
     count_flops,
     count_params,
     default_builder,
+    preflight,
     resolve_builder,
 )
 from archlore.tools.darts import DartsSpace
@@ -236,3 +237,17 @@ def test_count_flops_counts_convs_and_linears() -> None:
     assert count_flops(model, torch.zeros(5, 2, 8, 8)) == expected
     assert model.training  # restored
     assert count_params(model) == (2 * 4 * 9 + 4) + (2 * 4 * 9 + 4) + (4 * 3 + 3)
+
+
+def test_preflight_catches_a_builder_that_cannot_serve_the_space(user_module: str) -> None:
+    family = SearchSpace("fam", [Position("depth", ("1", "2")), Position("layer2_activation", ("relu", "swishy"))])
+    with pytest.raises(ConfigError, match="swishy"):  # only some candidates would meet it
+        preflight("cnn", family, DIGITS)
+    renamed = SearchSpace("fam", [Position("blocks", ("1", "2"))])
+    with pytest.raises(ConfigError, match="does not understand the position"):
+        preflight("cnn", renamed, DIGITS)
+    with pytest.raises(ConfigError, match=r"model 'userbuilders:raises' cannot build space 'fam': building candidate 0 failed"):
+        preflight(f"{user_module}:raises", renamed, DIGITS)
+    good = SearchSpace("fam", [Position("depth", ("1", "2")), Position("layer2_width", ("4", "8"))])
+    assert preflight("cnn", good, DIGITS, {"width": 4}) is BUILDERS["cnn"]
+    assert preflight("nb201", NB201, DIGITS, {"channels": 2, "cells_per_stage": 1}) is BUILDERS["nb201"]

@@ -36,13 +36,13 @@ from torch import nn
 from .darts import DartsSpace
 from .errors import BuildError, ConfigError
 from .nets.darts import darts
-from .nets.family import cnn, looks_like_family, mlp
+from .nets.family import check_choices, cnn, looks_like_family, mlp
 from .nets.nb201 import nb201
 from .spaces import NB201_EDGES, NB201Space, SearchSpace, TNB101Space
 
 __all__ = [
     "BUILDERS", "BuildError", "Builder", "DataShape", "build_model", "count_flops", "count_params",
-    "default_builder", "resolve_builder",
+    "default_builder", "preflight", "resolve_builder",
 ]
 
 
@@ -163,6 +163,25 @@ def build_model(
             candidate=candidate,
         )
     return model
+
+
+def preflight(
+    spec: str | Builder, space: SearchSpace, shape: DataShape, options: Mapping[str, Any] | None = None,
+) -> Builder:
+    """The builder for a run, checked before any training: resolved (`resolve_builder`), the
+    family's position names and every choice checked (cnn, mlp), and one candidate of `space`
+    built (its first choice at every position). Raises ConfigError naming the problem, so a
+    builder that cannot work fails the run at its start instead of failing every candidate."""
+    fn = resolve_builder(spec, options)
+    if fn in (cnn, mlp):
+        check_choices({p.name: p.choices for p in space.positions}, "cnn" if fn is cnn else "mlp")
+    first = tuple(0 for _ in space.positions)
+    try:
+        build_model(fn, space.describe(first), shape, options, candidate=space.to_string(first))
+    except BuildError as exc:
+        name = spec if isinstance(spec, str) else getattr(spec, "__qualname__", repr(spec))
+        raise ConfigError(f"model {name!r} cannot build space {space.name!r}: {exc}") from exc
+    return fn
 
 
 def default_builder(space: SearchSpace, shape: DataShape | None = None) -> str:

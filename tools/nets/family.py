@@ -89,6 +89,17 @@ def looks_like_family(names: Iterable[str]) -> bool:
     return bool(names) and all(_role(n) is not None for n in names)
 
 
+def check_choices(positions: Mapping[str, Iterable[str]], kind: str) -> None:
+    """Raise the ConfigError a candidate would meet, before any training: a position name the
+    family does not understand, or a choice it cannot build (`swishy`, a kernel of 4 ...)."""
+    neutral = {"depth": 1, "width": 1, "kernel": 1, "activation": "relu", "dropout": 0.0, "norm": "none"}
+    for name, choices in positions.items():
+        role = _role(name)
+        for choice in choices:
+            # a per-layer value is checked as the setting it overrides
+            plan({name if role is None or role[1] is None else role[0]: choice}, kind, neutral)
+
+
 def _whole(value: object, what: str, low: int) -> int:
     try:
         f = float(str(value).strip())
