@@ -251,3 +251,12 @@ def test_preflight_catches_a_builder_that_cannot_serve_the_space(user_module: st
     good = SearchSpace("fam", [Position("depth", ("1", "2")), Position("layer2_width", ("4", "8"))])
     assert preflight("cnn", good, DIGITS, {"width": 4}) is BUILDERS["cnn"]
     assert preflight("nb201", NB201, DIGITS, {"channels": 2, "cells_per_stage": 1}) is BUILDERS["nb201"]
+
+
+def test_depth_follows_the_per_layer_positions_when_no_depth_is_given() -> None:
+    model = BUILDERS["cnn"]({"layer1_width": "4", "layer4_width": "6"}, DIGITS, width=5)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [4, 5, 5, 6]
+    shallow = BUILDERS["cnn"]({"depth": "2", "layer4_width": "6"}, DIGITS, width=5)  # layer 4 is not built
+    assert [c.out_channels for c in shallow.modules() if isinstance(c, nn.Conv2d)] == [5, 5]
+    assert len([m for m in BUILDERS["mlp"]({}, DataShape((6,), 2)).modules() if isinstance(m, nn.Linear)]) == 3

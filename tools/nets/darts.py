@@ -148,7 +148,7 @@ class AuxiliaryHead(nn.Module):
         super().__init__()
         pool: list[nn.Module] = [nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False)] if side >= 5 else []
         self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
+            nn.ReLU(inplace=False),  # its input is the main path's state (DARTS's inplace=True changes it)
             *pool,
             nn.AdaptiveAvgPool2d(2),  # a no-op on the 8x8 CIFAR maps (pooled to 2x2 already)
             nn.Conv2d(c, 128, 1, bias=False),

@@ -24,8 +24,9 @@ layer<i>_width, layer<i>_kernel, layer<i>_activation       the same for layer i 
   (also layer<i>.width, layer<i>width)                     layers past `depth` are not built)
 ==============  =========================================  ==================================
 
-A setting no position names takes the builder's option of the same name (`--model-option
-width=64`), else the default shown in `cnn`/`mlp`. Any other position name is a ConfigError that
+A setting no position names takes the builder's option of the same name (e.g. width=64), else
+the default shown in `cnn`/`mlp`; without a `depth` position or option, the depth is the highest
+layer<i> a position names (3 for the cnn, 2 for the mlp when there is none). Any other position name is a ConfigError that
 lists these names: the family never silently ignores a decision the search would make.
 
 `cnn`: `depth` blocks of conv (padding "same") -> norm -> activation; a 2x2 max-pool after every
@@ -161,6 +162,8 @@ def plan(arch: Mapping[str, str], kind: str, defaults: Mapping[str, object]) -> 
         )
     if kind == "mlp" and any(_role(n)[0] == "kernel" for n in arch):  # type: ignore[index]
         raise ConfigError("an mlp has no kernel: a 'kernel' position needs image inputs and the cnn builder")
+    if settings["depth"] is None:
+        settings["depth"] = max((i for _, i in per_layer), default=3 if kind == "cnn" else 2)
     depth = _whole(settings["depth"], "depth", 1 if kind == "cnn" else 0)
     dropout_text = str(settings["dropout"]).strip()
     try:
@@ -236,7 +239,7 @@ def cnn(
     arch: Mapping[str, str],
     shape: DataShape,
     *,
-    depth: int = 3,
+    depth: int | None = None,
     width: int = 32,
     kernel: int = 3,
     activation: str = "relu",
@@ -260,7 +263,7 @@ def mlp(
     arch: Mapping[str, str],
     shape: DataShape,
     *,
-    depth: int = 2,
+    depth: int | None = None,
     width: int = 128,
     activation: str = "relu",
     dropout: float = 0.0,
