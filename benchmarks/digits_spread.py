@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from archlore.tools.spaces import Arch, SearchSpace, get_space
-from archlore.tools.training import TrainingExecutor, reaches_output
+from archlore.tools.nets.nb201 import edge_ops, reaches_output
+from archlore.tools.training import TrainingExecutor
 
 
 def fixed_cells(space: SearchSpace) -> dict[str, Arch]:
@@ -48,7 +49,9 @@ def measure(
     rows = []
     for i, (kind, arch) in enumerate(cells, 1):
         m = executor.evaluate(arch)
-        ops = executor.ops_of(arch)
+        if not m.ok:
+            raise RuntimeError(f"{executor.space.to_string(arch)} failed to train: {m.reason}")
+        ops = edge_ops(executor.space.describe(arch))
         row = {
             "arch": executor.space.to_string(arch),
             "kind": kind,
@@ -137,9 +140,9 @@ def run(
     sets torch's threads (1 is fastest for these tiny nets; None for torch's default).
     """
     sp = get_space(space)
-    overrides = {k: v for k, v in (("epochs", epochs), ("channels", channels)) if v is not None}
     train_seed = seed if train_seed is None else train_seed
-    executor = TrainingExecutor(sp, task, seed=train_seed, threads=threads, **overrides)
+    executor = TrainingExecutor(sp, task, seed=train_seed, threads=threads, epochs=epochs,
+                                model_options={"channels": channels} if channels is not None else None)
     fixed = fixed_cells(sp)
     todo = list(fixed.items()) + [("random", a) for a in random_cells(sp, cells, seed, set(fixed.values()))]
     start = time.perf_counter()
@@ -148,9 +151,10 @@ def run(
         "settings": {
             "space": sp.name, "task": executor.task, "seed": seed,
             "train_seed": train_seed, "cells": cells,
-            "epochs": executor.epochs, "channels": executor.channels,
-            "cells_per_stage": executor.cells_per_stage, "batch_size": executor.batch_size,
+            "epochs": executor.epochs, "channels": executor.options.get("channels"),
+            "cells_per_stage": executor.options.get("cells_per_stage"), "batch_size": executor.batch_size,
             "lr": executor.lr, "threads": threads, "device": str(executor.device),
+            "recipe": executor.recipe.to_record(), "data": executor.data.record(),
         },
         "rows": rows,
         "summary": summarise(rows),

@@ -19,10 +19,16 @@ class Env(BaseSettings):
 
     archlore_data: Path | None = Field(None, description="benchmark data dir (nb201/, transnas101/); else ../shared/data")
     archlore_runs: Path | None = Field(None, description="where runs live; else ./runs")
+    archlore_storage: str | None = Field(None, description="shared run storage: sqlite:///FILE.db or postgresql://...; else a folder per run")
     archlore_memory: str | None = Field(None, description="principle memory: a folder or http://HOST:PORT")
     archlore_cache: Path | None = Field(None, description="cache root (the local model); else ~/.cache/archlore")
     archlore_llm_threads: int = Field(1, ge=0, description="llama.cpp threads for --llm local (0: all cores)")
+    archlore_llm_model: str | None = Field(None, description="--llm local's model: 1.5b (default) or 0.5b (Qwen2.5-Coder GGUF)")
     archlore_train_threads: int = Field(1, ge=0, description="torch threads for --executor train (0: torch's default)")
+    archlore_train_cache: str | None = Field(
+        None, description="training cache file (off: none); else $ARCHLORE_CACHE/train-cache.db or ~/.cache/archlore/train-cache.db"
+    )
+    archlore_train_concurrency: int = Field(1, ge=1, description="candidates trained at once by the training executor")
     archlore_embed_device: str | None = Field(None, description="device for the MiniLM embedding (e.g. cuda)")
     archlore_embed_backend: str | None = Field(None, description="numpy | sentence-transformers")
     openai_api_key: str | None = Field(None, description="key for --llm openai:MODEL")

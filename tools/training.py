@@ -1,271 +1,78 @@
-"""Train a NAS-Bench-201-shaped cell network for real: the model, the datasets and the executor.
+"""The training executor: build a candidate's network, train it by a recipe, score it.
 
-Three parts, top to bottom:
+`TrainingExecutor(space, dataset, builder=..., recipe=...)` is an `Executor` over real training:
 
-- the model: NB201's ops, the cell (node j sums op_ij(node i) over i < j) and a small macro
-  network (stem, stages of cells joined by residual reduction blocks, pooled linear head). It is
-  built from a tuple of op names, so any space whose cell has NB201's shape (NB201, TransNAS
-  micro) can use it; the genotype stays a plain immutable tuple until `CellNetwork` is built.
-- the datasets: a small registry `DATASETS` of loaders returning fixed train/valid/test splits.
-- `TrainingExecutor`: the `Executor` that builds, trains and scores one architecture.
+- the network comes from a builder (`archlore.tools.builders`: nb201, darts, cnn, mlp or the
+  user's `package.module:function`), the data from `archlore.tools.data`, the training settings
+  from a `Recipe` (`archlore.tools.recipe`);
+- `evaluate(arch, epochs=None)` trains one candidate (for `epochs` instead of the recipe's when
+  given: the fidelity) and returns `Metrics` with validation and test accuracy in percent,
+  params and FLOPs counted from the built model, and `fidelity` = epochs trained;
+  `evaluate_many(archs)` trains several at once (`concurrency` threads; one CUDA stream each on
+  a GPU: NB201 networks leave a big GPU mostly idle);
+- a candidate that cannot be built, runs out of memory or whose loss becomes NaN/inf comes back
+  as failed `Metrics` with the reason; only KeyboardInterrupt propagates;
+- with a `TrainCache`, nothing is trained twice (same space, arch, builder + options, recipe,
+  data fingerprint, seed and fidelity), across runs too.
 
-The defaults are sized so one candidate trains in a few seconds on two CPU cores and the cell
-still matters (see `benchmarks/digits_spread.py` for the measured spread).
+The loop is written for speed on a GPU the way airbench is: the whole data set lives on the
+device when it fits (CIFAR does), augmentation (random crop by padding plus per-sample offsets,
+flips, cutout) runs there in batches, bf16 autocast, channels_last for conv nets, a fused
+optimizer, optional `torch.compile`, and no host synchronisation inside an epoch (the loss is
+summed on the device and checked for NaN once per epoch); evaluation runs under
+`torch.inference_mode`. On a CPU the same loop is a plain one (no autocast, no channels_last).
+
+Determinism: with `concurrency=1` each candidate's initialisation and training draw only from
+its own seed (the caller's RNG is left as it was), so on a CPU the same (arch, seed) gives the
+same metrics for a fixed thread count. Concurrent candidates are initialised one at a time from
+their seeds, and their batch order and augmentation use their own generators, but a model's own
+randomness (dropout, drop path) then shares torch's global generator.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import inspect
+import json
 import logging
+import math
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, SpaceError
+from .builders import Builder, BuildError, build_model, count_flops, count_params, default_builder, resolve_builder
+from .data import Dataset, load_dataset
+from .errors import ConfigError
 from .executors import Metrics
-from .spaces import NB201_EDGES, NB201_OPS, Arch, NB201Space, SearchSpace
+from .nets.nb201 import CellNetwork, reaches_output  # noqa: F401 - re-exported for older callers
+from .recipe import Recipe, load_recipe
+from .spaces import Arch, NB201Space, SearchSpace
+from .train_cache import CacheKey, TrainCache
 
 log = logging.getLogger(__name__)
 
-# ---------------------------------------------------------------------------------------------
-# model: ops, cell, network
-
-#: NB201 edge order as (target node, source node); matches `NB201_EDGES` ("1<-0", "2<-0", ...).
-EDGES: tuple[tuple[int, int], ...] = tuple(
-    (int(t), int(s)) for t, s in (e.split("<-") for e in NB201_EDGES)
-)
-N_NODES = 4
-#: The ops this module builds (NB201's five; TransNAS micro uses the first four).
-OPS = NB201_OPS
+_BUILD_LOCK = threading.Lock()  # model initialisation draws from torch's global RNG
+EVAL_BATCH = 1024
 
 
-class ReLUConvBN(nn.Sequential):
-    """NB201's conv op: ReLU, then a bias-free conv, then batch norm."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1) -> None:
-        super().__init__(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
-            nn.BatchNorm2d(c_out),
-        )
+class NonFiniteLoss(Exception):
+    pass
 
 
-class Zero(nn.Module):
-    """The `none` op: the edge carries nothing (kept as x*0 so shapes and devices follow x)."""
+@dataclass
+class Trained:
+    """A trained candidate: its network (on the training device, eval mode) and its metrics."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mul(0.0)
-
-
-def make_op(name: str, channels: int) -> nn.Module:
-    """One NB201 op on `channels` channels at stride 1 (cell edges never change the shape)."""
-    if name == "none":
-        return Zero()
-    if name == "skip_connect":
-        return nn.Identity()
-    if name == "nor_conv_1x1":
-        return ReLUConvBN(channels, channels, 1)
-    if name == "nor_conv_3x3":
-        return ReLUConvBN(channels, channels, 3)
-    if name == "avg_pool_3x3":
-        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
-    raise SpaceError(f"unknown op {name!r}: use one of {', '.join(OPS)}")
-
-
-
-class Cell(nn.Module):
-    """A 4-node NB201 cell: node 0 is the input, node j = sum_{i<j} op_ij(node i), node 3 out."""
-
-    def __init__(self, ops: Sequence[str], channels: int) -> None:
-        super().__init__()
-        if len(ops) != len(EDGES):
-            raise SpaceError(f"a cell needs {len(EDGES)} ops (one per edge), got {len(ops)}")
-        self.edges = nn.ModuleList(make_op(op, channels) for op in ops)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes = [x]
-        for j in range(1, N_NODES):
-            nodes.append(
-                sum(op(nodes[i]) for op, (t, i) in zip(self.edges, EDGES) if t == j)  # type: ignore[misc]
-            )
-        return nodes[-1]
-
-
-class ResidualReduction(nn.Module):
-    """NB201's reduction block: two ReLU-Conv-BN 3x3 (the first at stride 2) plus a pooled
-    1x1 shortcut; halves the resolution and changes the channel count."""
-
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.conv_a = ReLUConvBN(c_in, c_out, 3, stride=2)
-        self.conv_b = ReLUConvBN(c_out, c_out, 3)
-        self.shortcut = nn.Sequential(
-            nn.AvgPool2d(2, stride=2), nn.Conv2d(c_in, c_out, 1, bias=False)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shortcut(x) + self.conv_b(self.conv_a(x))
-
-
-class CellNetwork(nn.Module):
-    """NB201's macro skeleton: stem conv+BN, three stages of `cells_per_stage` cells at C, 2C,
-    4C channels joined by residual reductions, then BN-ReLU, global average pool and a linear
-    head. (NB201 itself uses C=16 and 5 cells per stage on 32x32 images.)"""
-
-    def __init__(
-        self,
-        ops: Sequence[str],
-        *,
-        in_channels: int,
-        num_classes: int,
-        channels: int = 16,
-        cells_per_stage: int = 1,
-        stages: int = 3,
-    ) -> None:
-        super().__init__()
-        self.ops = tuple(ops)
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-        ]
-        c = channels
-        for s in range(stages):
-            if s > 0:
-                layers.append(ResidualReduction(c, 2 * c))
-                c *= 2
-            layers.extend(Cell(self.ops, c) for _ in range(cells_per_stage))
-        layers += [nn.BatchNorm2d(c), nn.ReLU(inplace=False), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(c, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
-
-
-def reaches_output(ops: Sequence[str]) -> bool:
-    """Whether some path of non-`none` edges joins the input (node 0) to the output (node 3).
-
-    When none does, the cell outputs zeros whatever its input, and the network can only learn
-    the class prior: it trains to chance accuracy, as such cells do in NB201's own tables."""
-    reached = {0}
-    for (t, s), op in sorted(zip(EDGES, ops)):
-        if op != "none" and s in reached:
-            reached.add(t)
-    return N_NODES - 1 in reached
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_flops(model: nn.Module, sample: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass of one sample through convs and linears (the
-    convention NB201's `flops` column follows); pooling, BN and additions are not counted."""
-    total = 0
-
-    def hook(mod: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
-            total += out[0].numel() * k
-        elif isinstance(mod, nn.Linear):
-            total += mod.in_features * mod.out_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(sample[:1])
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return total
-
-
-# ---------------------------------------------------------------------------------------------
-# datasets
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A fixed train/valid/test split as float images (N, C, H, W) and int64 labels."""
-
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_valid: torch.Tensor
-    y_valid: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.x_train.shape[1])
-
-
-DIGITS_SPLIT_SEED = 0  # the split never depends on the training seed: every run sees the same data
-
-
-@functools.lru_cache(maxsize=1)
-def load_digits_dataset() -> Dataset:
-    """scikit-learn's bundled digits (1,797 8x8 grey images, 10 classes), split 60/20/20,
-    stratified, with a fixed seed; standardised with the training set's mean and std."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    x = bunch.images.astype(np.float32)[:, None, :, :]
-    y = bunch.target.astype(np.int64)
-    x_train, x_rest, y_train, y_rest = train_test_split(
-        x, y, test_size=0.4, stratify=y, random_state=DIGITS_SPLIT_SEED
-    )
-    x_valid, x_test, y_valid, y_test = train_test_split(
-        x_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=DIGITS_SPLIT_SEED
-    )
-    mean, std = float(x_train.mean()), float(x_train.std())
-
-    def t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a))
-
-    return Dataset(
-        "digits",
-        t((x_train - mean) / std), t(y_train),
-        t((x_valid - mean) / std), t(y_valid),
-        t((x_test - mean) / std), t(y_test),
-        num_classes=10,
-    )
-
-
-#: Training tasks by name. A loader takes no arguments and returns a (cached) `Dataset`.
-DATASETS: dict[str, Callable[[], Dataset]] = {"digits": load_digits_dataset}
-
-#: Tasks that a later loader will read through torchvision (which downloads the data itself).
-_TORCHVISION_TASKS = ("cifar10", "cifar100", "imagenet16-120")
-
-
-def check_task(task: str) -> str:
-    if task in DATASETS:
-        return task
-    available = ", ".join(sorted(DATASETS))
-    if task.lower() in _TORCHVISION_TASKS:
-        raise ConfigError(
-            f"task {task!r} needs torchvision: install it (pip install torchvision) and register a "
-            f"loader in archlore.tools.training.DATASETS; none is built in yet. "
-            f"Available training tasks: {available}"
-        )
-    raise ConfigError(f"unknown training task {task!r}: use one of {available}")
-
-
-# ---------------------------------------------------------------------------------------------
-# executor
+    model: nn.Module | None
+    metrics: Metrics
 
 
 @contextlib.contextmanager
@@ -281,145 +88,381 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _accepted_options(fn: Builder, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options `fn` can take (all when it has **kwargs or no signature)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return dict(options)
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return dict(options)
+    names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return {k: v for k, v in options.items() if k in names}
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+# ---------------------------------------------------------------------------------------------
+# augmentation on the device, in batches
+
+
+def augment_batch(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
+    """Random crop (zero padding + per-sample offsets), horizontal flip and cutout of a batch
+    (N, C, H, W), all drawn from `gen` on `x`'s device."""
+    a = recipe.augment
+    n, _, h, w = x.shape
+    dev = x.device
+    if a.crop_padding:
+        p = a.crop_padding
+        padded = F.pad(x, (p, p, p, p))
+        oy = torch.randint(0, 2 * p + 1, (n,), device=dev, generator=gen)
+        ox = torch.randint(0, 2 * p + 1, (n,), device=dev, generator=gen)
+        rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]  # (N, H, 1)
+        cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, :]  # (N, 1, W)
+        b = torch.arange(n, device=dev)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[b, rows, cols].permute(0, 3, 1, 2)  # (N, C, H, W)
+    if a.hflip:
+        flip = torch.rand(n, device=dev, generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if a.cutout:
+        half = a.cutout // 2
+        cy = torch.randint(0, h, (n, 1, 1), device=dev, generator=gen)
+        cx = torch.randint(0, w, (n, 1, 1), device=dev, generator=gen)
+        r = torch.arange(h, device=dev)[None, :, None]
+        c = torch.arange(w, device=dev)[None, None, :]
+        hole = ((r - cy).abs() <= half) & (r >= cy - half) & (r < cy + half) & ((c - cx) >= -half) & ((c - cx) < half)
+        x = x * (~hole)[:, None].to(x.dtype)
+    return x
+
+
+def lr_at(recipe: Recipe, step: int, total: int, steps_per_epoch: int) -> float:
+    """The learning rate of a step: linear warm-up, then cosine to 0 (or constant)."""
+    warm = int(round(recipe.warmup_epochs * steps_per_epoch))
+    if step < warm:
+        return recipe.lr * (step + 1) / warm
+    if recipe.schedule == "constant":
+        return recipe.lr
+    span = max(1, total - warm)
+    return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * (step - warm) / span))
+
+
+# ---------------------------------------------------------------------------------------------
+# the executor
+
+
 class TrainingExecutor:
-    """Builds the cell network of an architecture and trains it on `task`.
+    """Trains candidates of `space` on `dataset` with `recipe` (see the module docstring).
 
-    SGD with Nesterov momentum and a cosine schedule, as NB201 trains, but for a few epochs on a
-    small dataset. The model is initialised and the batches shuffled from `seed` alone (the
-    caller's global torch RNG is left as it was), so on CPU the same (arch, seed) gives the same
-    metrics. `valid` and `test` are accuracies in percent on the fixed splits.
-
-    `threads` sets torch's intra-op threads for the evaluation (and restores them after); None
-    leaves torch's default (one per core). The convolutions here are tiny, so one thread is
-    usually as fast, and on a busy 2-core machine several times faster (OpenMP threads wait on
-    each other): pass threads=1 there. Results are reproducible for a fixed thread count; a
-    different count may change the last digits of the floating-point sums and so the metrics.
+    `dataset` is a `Dataset` or a spec for `load_dataset` ("digits", "cifar10", "npz:PATH" ...);
+    `builder` is "auto" (`default_builder(space)`), a builder name, "package.module:function" or
+    a callable; `model_options` are added to the recipe's `model` options (a recipe's options the
+    builder does not take are left out; explicit `model_options` never are). `seed` (default:
+    the recipe's) seeds initialisation, batch order and augmentation. `threads` sets torch's
+    intra-op threads while training (None: torch's default). `epochs` overrides the recipe's.
     """
 
     def __init__(
         self,
         space: SearchSpace | None = None,
-        task: str = "digits",
+        dataset: Dataset | str = "digits",
         *,
-        epochs: int = 3,
-        channels: int = 8,
-        cells_per_stage: int = 1,
-        batch_size: int = 64,
-        lr: float = 0.05,
-        weight_decay: float = 5e-4,
-        seed: int = 0,
+        builder: str | Builder = "auto",
+        recipe: Recipe | str = "proxy",
+        model_options: Mapping[str, Any] | None = None,
         device: str | torch.device | None = None,
+        seed: int | None = None,
+        cache: TrainCache | str | Path | None = None,
         threads: int | None = None,
+        concurrency: int = 1,
+        epochs: int | None = None,
+        data_root: str | Path | None = None,
     ) -> None:
         self.space = space if space is not None else NB201Space()
-        self.task = check_task(task)
-        for name, value in (("epochs", epochs), ("channels", channels),
-                            ("cells_per_stage", cells_per_stage), ("batch_size", batch_size)):
-            if int(value) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}")
-        if lr <= 0:
-            raise ConfigError(f"lr must be positive, got {lr}")
+        self.recipe = load_recipe(recipe)
+        if epochs is not None:
+            self.recipe = self.recipe.with_(epochs=int(epochs))
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be at least 1 (or None for torch's default), got {threads}")
-        self._check_space(self.space)
-        self.epochs = int(epochs)
-        self.channels = int(channels)
-        self.cells_per_stage = int(cells_per_stage)
-        self.batch_size = int(batch_size)
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
-        self.seed = int(seed)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+        self.data = load_dataset(dataset, root=data_root)  # loaded (and cached) now: wall times are training only
+        self.task = self.data.name
+        self.shape = self.data.shape
+        spec = default_builder(self.space, self.shape) if builder == "auto" else builder
+        self.builder_name = spec if isinstance(spec, str) else getattr(spec, "__qualname__", repr(spec))
+        raw = resolve_builder(spec)
+        self.options = {**_accepted_options(raw, self.recipe.model), **dict(model_options or {})}
+        self._builder = resolve_builder(spec, self.options)  # checks the signature takes the options
+        self.seed = int(self.recipe.seed if seed is None else seed)
+        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.threads = threads
-        self.data = DATASETS[self.task]()  # loaded (and cached) now, so wall times are training only
-
-    @staticmethod
-    def _check_space(space: SearchSpace) -> None:
-        if len(space.positions) != len(EDGES) or any(c not in OPS for p in space.positions for c in p.choices):
-            raise ConfigError(
-                f"space {space.name!r} is not an NB201-shaped cell: TrainingExecutor trains spaces "
-                f"with {len(EDGES)} edges whose choices are among {', '.join(OPS)} (nb201, tnb101)"
-            )
+        self.concurrency = int(concurrency)
+        self.cache = TrainCache(cache) if isinstance(cache, (str, Path)) else cache
+        self._device_data: dict[str, tuple[torch.Tensor, ...]] = {}
+        self._data_lock = threading.Lock()
+        self._costs: dict[str, dict[str, float]] = {}
 
     def __repr__(self) -> str:
         return (
-            f"TrainingExecutor({self.space.name!r}, {self.task!r}, epochs={self.epochs}, "
-            f"channels={self.channels}, cells_per_stage={self.cells_per_stage}, device={self.device})"
+            f"TrainingExecutor({self.space.name!r}, {self.task!r}, builder={self.builder_name!r}, "
+            f"recipe={self.recipe.name!r}, epochs={self.recipe.epochs}, device={self.device})"
         )
 
-    def ops_of(self, arch: Arch) -> tuple[str, ...]:
-        """The genotype as op names, in NB201 edge order (raises SpaceError if it does not fit)."""
-        arch = self.space.validate(arch)
-        return tuple(p.choices[a] for p, a in zip(self.space.positions, arch))
+    # -- compatibility with the earlier fixed-recipe executor ----------------------------------
+    @property
+    def epochs(self) -> int:
+        return self.recipe.epochs
 
-    def build(self, arch: Arch) -> CellNetwork:
-        """The untrained network of `arch` (initialised from torch's global RNG)."""
-        return CellNetwork(
-            self.ops_of(arch), in_channels=self.data.in_channels, num_classes=self.data.num_classes,
-            channels=self.channels, cells_per_stage=self.cells_per_stage,
-        )
+    @property
+    def batch_size(self) -> int:
+        return self.recipe.batch_size
 
-    def evaluate(self, arch: Arch) -> Metrics:
-        start = time.perf_counter()
-        arch = self.space.validate(arch)  # before any work
-        data = self.data
-        fork_devices = []  # fork_rng forks the CPU generator always, CUDA ones by index
-        if self.device.type == "cuda":
-            idx = self.device.index
-            fork_devices = [idx if idx is not None else torch.cuda.current_device()]
-        with _torch_threads(self.threads), torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(self.seed)
-            model = self.build(arch).to(self.device)
-            flops = count_flops(model, data.x_valid.to(self.device))
-            train_seconds = self._train(model, data)
-            valid = _accuracy(model, data.x_valid, data.y_valid, self.device)
-            test = _accuracy(model, data.x_test, data.y_test, self.device)
-        wall = time.perf_counter() - start
-        n_params = count_params(model)
-        log.debug(
-            "trained %s on %s: valid %.2f test %.2f in %.1fs",
-            self.space.to_string(arch), self.task, valid, test, wall,
-        )
-        cost = {
-            "params": float(n_params),
-            "flops": float(flops),
-            "params_mb": n_params / 1e6,  # the units of the NB201 table's cost columns
-            "flops_m": flops / 1e6,
-            "train_seconds": train_seconds,
+    @property
+    def lr(self) -> float:
+        return self.recipe.lr
+
+    def record(self) -> dict[str, Any]:
+        """What a run's record says about how candidates were trained."""
+        return {
+            "builder": self.builder_name, "model_options": self.options, "recipe": self.recipe.to_record(),
+            "data": self.data.record(), "seed": self.seed, "device": str(self.device),
+            "concurrency": self.concurrency,
         }
-        return Metrics(valid=valid, test=test, cost=cost, wall_time=wall)
 
-    def _train(self, model: nn.Module, data: Dataset) -> float:
-        start = time.perf_counter()
-        x = data.x_train.to(self.device)
-        y = data.y_train.to(self.device)
-        n = len(y)
-        steps_per_epoch = -(-n // self.batch_size)
-        opt = torch.optim.SGD(
-            model.parameters(), lr=self.lr, momentum=0.9, nesterov=True, weight_decay=self.weight_decay
-        )
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs * steps_per_epoch)
-        loss_fn = nn.CrossEntropyLoss()
-        gen = torch.Generator().manual_seed(self.seed)
-        model.train()
-        for _ in range(self.epochs):
-            order = torch.randperm(n, generator=gen).to(self.device)
-            for b in range(steps_per_epoch):
-                idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x[idx]), y[idx])
-                loss.backward()
-                opt.step()
-                sched.step()
+    # -- building ------------------------------------------------------------------------------
+    def build(self, arch: Arch) -> nn.Module:
+        """The untrained network of `arch` (initialised from torch's global RNG); BuildError if it cannot be built."""
+        arch = self.space.validate(arch)
+        return build_model(self._builder, self.space.describe(arch), self.shape, self.options,
+                           candidate=self.space.to_string(arch))
+
+    def cost_of(self, arch: Arch) -> dict[str, float]:
+        """Params and FLOPs of the built model, without training (for cost limits); cached."""
+        key = self.space.to_string(self.space.validate(arch))
+        if key not in self._costs:
+            with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                model = self.build(arch)
+            self._costs[key] = self._count(model, torch.device("cpu"))
+        return dict(self._costs[key])
+
+    def _count(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        n_params = count_params(model)
+        sample = self.data.x_valid[:1].to(device)
+        if device.type == "cuda" and self.data.is_image:
+            sample = sample.contiguous(memory_format=torch.channels_last)
+        flops = count_flops(model, sample)
+        return {"params": float(n_params), "flops": float(flops), "params_mb": n_params / 1e6, "flops_m": flops / 1e6}
+
+    def cache_key(self, arch: Arch, fidelity: int, seed: int | None = None) -> CacheKey:
+        builder = json.dumps({"builder": self.builder_name, "options": self.options}, sort_keys=True, default=str)
+        return CacheKey(self.space.name, self.space.to_string(arch), builder, self.recipe.hash(),
+                        self.data.fingerprint, self.seed if seed is None else int(seed), int(fidelity))
+
+    # -- evaluating ----------------------------------------------------------------------------
+    def evaluate(self, arch: Arch, epochs: int | None = None) -> Metrics:
+        arch = self.space.validate(arch)  # a malformed genotype is the caller's error: it raises
+        with _torch_threads(self.threads):
+            return self._evaluate(arch, epochs, self.device, exclusive=True).metrics
+
+    def evaluate_many(self, archs: Sequence[Arch], epochs: int | None = None) -> list[Metrics]:
+        """Train several candidates, `concurrency` at a time; metrics in the order of `archs`."""
+        archs = [self.space.validate(a) for a in archs]
+        if self.concurrency == 1 or len(archs) <= 1:
+            return [self.evaluate(a, epochs) for a in archs]
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            self._on_device(self.device)  # upload once, before the streams start
+
+        def one(a: Arch) -> Metrics:
+            stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+            with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                m = self._evaluate(a, epochs, self.device, exclusive=False).metrics
+            if stream is not None:
+                stream.synchronize()
+            return m
+
+        with _torch_threads(self.threads), ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(one, archs))
+
+    def train(self, arch: Arch, *, epochs: int | None = None, seed: int | None = None) -> Trained:
+        """Train `arch` and keep the network (for a final model); not cached, never raises for
+        a failed candidate (its `metrics` say why and `model` is None)."""
+        arch = self.space.validate(arch)
+        with _torch_threads(self.threads):
+            return self._evaluate(arch, epochs, self.device, exclusive=True, seed=seed, keep=True)
+
+    def _evaluate(self, arch: Arch, epochs: int | None, device: torch.device, *, exclusive: bool,
+                  seed: int | None = None, keep: bool = False) -> Trained:
+        start = time.perf_counter()
+        fidelity = int(epochs or self.recipe.epochs)
+        if fidelity < 1:
+            raise ConfigError(f"epochs must be at least 1, got {fidelity}")
+        seed = self.seed if seed is None else int(seed)
+        key = self.cache_key(arch, fidelity, seed)
+        if self.cache is not None and not keep:
+            hit = self.cache.get(key)
+            if hit is not None:
+                log.debug("cache hit for %s at %d epochs", key.arch, fidelity)
+                return Trained(None, Metrics(hit.valid, hit.test, hit.cost, time.perf_counter() - start,
+                                             hit.status, hit.reason, hit.fidelity))
+        fork = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        rng = torch.random.fork_rng(devices=fork) if exclusive else contextlib.nullcontext()
+        model: nn.Module | None = None
+        cost: dict[str, float] = {}
+        try:
+            with rng:
+                with _BUILD_LOCK, (torch.random.fork_rng(devices=[]) if not exclusive else contextlib.nullcontext()):
+                    torch.manual_seed(seed)
+                    model = self.build(arch)
+                if exclusive:
+                    torch.manual_seed(seed)  # the model's own randomness (dropout, drop path) from the seed too
+                model = model.to(device)
+                if device.type == "cuda" and self.data.is_image:
+                    model = model.to(memory_format=torch.channels_last)
+                cost = self._count(model, device)
+                train_seconds = self._train(model, fidelity, device, seed)
+                valid = self._accuracy(model, "valid", device)
+                test = self._accuracy(model, "test", device)
+        except KeyboardInterrupt:
+            raise
+        except BuildError as exc:  # deterministic: cached as failed
+            m = Metrics.failed(str(exc), wall_time=time.perf_counter() - start, fidelity=fidelity)
+            if self.cache is not None and not keep:
+                self.cache.put(key, m)
+            log.warning("%s", exc)
+            return Trained(None, m)
+        except NonFiniteLoss as exc:
+            return Trained(None, Metrics.failed(str(exc), wall_time=time.perf_counter() - start, fidelity=fidelity, cost=cost))
+        except Exception as exc:  # noqa: BLE001 - any fault of one candidate is recorded, the search goes on
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = (f"out of memory ({first[:160]})" if _is_oom(exc)
+                      else f"training failed: {type(exc).__name__}: {first[:200]}")
+            log.warning("candidate %s: %s", key.arch, reason)
+            return Trained(None, Metrics.failed(reason, wall_time=time.perf_counter() - start, fidelity=fidelity, cost=cost))
+        wall = time.perf_counter() - start
+        m = Metrics(valid, test, {**cost, "train_seconds": train_seconds}, wall, "ok", "", fidelity)
+        log.debug("trained %s on %s for %d epochs: valid %.2f test %.2f in %.1fs", key.arch, self.task, fidelity, valid, test, wall)
+        if self.cache is not None and not keep:
+            self.cache.put(key, m)
+        return Trained(model.eval() if keep else None, m)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _on_device(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The six tensors where training reads them: on the device when they fit (half the free
+        memory at most), else on the host (pinned on CUDA) and copied batch by batch."""
+        name = str(device)
+        with self._data_lock:
+            if name not in self._device_data:
+                d = self.data
+                tensors = (d.x_train, d.y_train, d.x_valid, d.y_valid, d.x_test, d.y_test)
+                if device.type == "cuda":
+                    need = sum(t.numel() * t.element_size() for t in tensors)
+                    free, _ = torch.cuda.mem_get_info(device)
+                    if need < free // 2:
+                        fmt = torch.channels_last if d.is_image else torch.contiguous_format
+                        tensors = tuple(t.to(device).contiguous(memory_format=fmt) if t.dim() == 4 else t.to(device)
+                                        for t in tensors)
+                        torch.cuda.synchronize(device)
+                    else:
+                        log.info("data set %s (%.1f GB) stays on the host", d.name, need / 1e9)
+                        tensors = tuple(t.pin_memory() for t in tensors)
+                self._device_data[name] = tensors
+            return self._device_data[name]
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        p = self.recipe.precision
+        if p == "bf16" or (p == "auto" and device.type == "cuda"):
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _optimizer(self, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+        r = self.recipe
+        params = [p for p in model.parameters() if p.requires_grad]
+        fused = {"fused": True} if device.type == "cuda" else {}
+        if r.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay, **fused)
+        return torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov and r.momentum > 0,
+                               weight_decay=r.weight_decay, **fused)
+
+    def _train(self, model: nn.Module, epochs: int, device: torch.device, seed: int) -> float:
+        start = time.perf_counter()
+        r = self.recipe
+        x, y = self._on_device(device)[:2]
+        on_device = x.device == device
+        n = len(y)
+        bs = min(r.batch_size, n)
+        steps = -(-n // bs)
+        if steps > 1 and n - (steps - 1) * bs == 1:  # a last batch of one sample breaks batch norm
+            steps -= 1
+        total = steps * epochs
+        opt = self._optimizer(model, device)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
+        gen_cpu = torch.Generator().manual_seed(seed)
+        gen_dev = torch.Generator(device).manual_seed(seed) if device.type == "cuda" else gen_cpu
+        augment = r.augment.active and self.data.is_image
+        net = torch.compile(model) if r.compile else model
+        has_drop_path = hasattr(model, "drop_path_prob")
+        cl = device.type == "cuda" and self.data.is_image
+        model.train()
+        step = 0
+        for epoch in range(epochs):
+            if has_drop_path:
+                model.drop_path_prob = r.drop_path * epoch / epochs  # type: ignore[assignment]
+            order = torch.randperm(n, generator=gen_cpu)
+            if on_device:
+                order = order.to(device, non_blocking=True)
+            loss_sum = torch.zeros((), device=device)
+            for b in range(steps):
+                idx = order[b * bs : (b + 1) * bs]
+                xb, yb = x[idx], y[idx]
+                if not on_device:
+                    xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                if augment:
+                    xb = augment_batch(xb, r, gen_dev)
+                if cl:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                lr = lr_at(r, step, total, steps)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                with self._autocast(device):
+                    out = net(xb)
+                    if isinstance(out, (tuple, list)):
+                        logits, aux = out[0], out[1]
+                        loss = loss_fn(logits, yb)
+                        if aux is not None and r.auxiliary_weight > 0:
+                            loss = loss + r.auxiliary_weight * loss_fn(aux, yb)
+                    else:
+                        loss = loss_fn(out, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if r.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+                opt.step()
+                loss_sum += loss.detach().float()
+                step += 1
+            if not bool(torch.isfinite(loss_sum)):  # the one host synchronisation of an epoch
+                raise NonFiniteLoss(f"loss became {'NaN' if torch.isnan(loss_sum) else 'inf'} in epoch {epoch + 1} of {epochs}")
+        if device.type == "cuda":
+            torch.cuda.current_stream(device).synchronize()
         return time.perf_counter() - start
 
-
-@torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
-    model.eval()
-    pred = model(x.to(device)).argmax(dim=1)
-    return 100.0 * int((pred == y.to(device)).sum()) / len(y)
+    def _accuracy(self, model: nn.Module, split: str, device: torch.device) -> float:
+        t = self._on_device(device)
+        x, y = (t[2], t[3]) if split == "valid" else (t[4], t[5])
+        model.eval()
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        with torch.inference_mode(), self._autocast(device):
+            for i in range(0, len(y), EVAL_BATCH):
+                xb, yb = x[i : i + EVAL_BATCH].to(device, non_blocking=True), y[i : i + EVAL_BATCH].to(device, non_blocking=True)
+                if device.type == "cuda" and self.data.is_image:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                out = model(xb)
+                logits = out[0] if isinstance(out, (tuple, list)) else out
+                correct += (logits.argmax(dim=1) == yb).sum()
+        model.train()
+        return 100.0 * int(correct) / len(y)
