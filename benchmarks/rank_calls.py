@@ -1,0 +1,42 @@
+"""Per-call figures of the LLM in run records: `python -m archlore.benchmarks.rank_calls RECORD.json ...`.
+
+For each record: the rank chooser's calls (prompt tokens, output tokens, seconds; how each answer
+was taken; the share of steps whose choice differs from the surrogate's, i.e. from `--llm none`),
+the other nodes' LLM use from `tokens.per_node`, and the best validation value.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from statistics import mean
+
+
+def summarize(record: dict) -> dict:
+    steps = [e for e in record.get("events", []) if e.get("event") == "rank_choice"]
+    calls = [e for e in steps if e.get("attempts")]
+    hows: dict[str, int] = {}
+    for e in steps:
+        hows[e.get("how", "?")] = hows.get(e.get("how", "?"), 0) + 1
+    per_node = (record.get("tokens") or {}).get("per_node", {})
+    return {
+        "run_id": record.get("run_id"), "strategy": record.get("strategy"), "llm": record.get("llm"),
+        "evaluations": record.get("used"), "best_valid": (record.get("best") or {}).get("valid"),
+        "rank_steps": len(steps), "rank_calls": len(calls),
+        "prompt_tokens_per_call": round(mean(e["prompt_tokens"] for e in calls), 1) if calls else None,
+        "output_tokens_per_call": round(mean(e["output_tokens"] for e in calls), 1) if calls else None,
+        "seconds_per_call": round(mean(e["seconds"] for e in calls), 2) if calls else None,
+        "changed_share_of_calls": round(mean(bool(e.get("changed")) for e in calls), 3) if calls else None,
+        "how": hows,
+        "llm_per_node": {k: {x: v.get(x) for x in ("calls", "input_tokens", "output_tokens", "seconds")} for k, v in per_node.items()},
+    }
+
+
+def main(paths: list[str]) -> None:
+    for p in paths:
+        print(json.dumps(summarize(json.loads(Path(p).read_text()))))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
