@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from archlore.tools.errors import ArchloreError, ConfigError
@@ -24,8 +24,15 @@ app = typer.Typer(
 from .cli_bench import bench, experiment_app
 from .cli_common import console, err
 from .cli_common import fail as _fail
+from .runs_cli import runs
 
 app.command()(bench)
+app.command()(runs)
+from .cli_chat import chat, sessions, ui
+
+app.command()(chat)
+app.command()(sessions)
+app.command()(ui)
 app.add_typer(experiment_app, name="experiment")
 
 
@@ -97,6 +104,9 @@ def run(
     max_cost: Annotated[Optional[list[str]], typer.Option("--max", help="a cost limit NAME=VALUE (K/M/G suffixes), repeatable: --max params=1.0M --max flops=50M; cells over it are never evaluated")] = None,
     objective: Annotated[Optional[str], typer.Option(help="Pareto mode: the target then costs or metrics to trade off, e.g. accuracy,flops (the run returns the front)")] = None,
     recall_same_task: Annotated[Optional[bool], typer.Option("--recall-same-task/--no-recall-same-task", help="recall principles learned from earlier runs on this same task  [default: on; benchmarks: off]")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="shared run storage: sqlite:///FILE.db or postgresql://USER@HOST:PORT/DB (default $ARCHLORE_STORAGE, else a folder per run under --runs-dir); allowed with --resume")] = None,
+    cluster: Annotated[Optional[str], typer.Option(help="evaluate candidates as Ray tasks, a round's in parallel: local (start Ray here), auto or ray://HOST:PORT (join one); allowed with --resume  [default: in this process]")] = None,
+    candidate_gpus: Annotated[Optional[float], typer.Option(help="GPUs per candidate with --cluster (0.25 packs four on a GPU)  [default: 1 when the cluster has GPUs]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
 ) -> None:
     """Run the agents (analyst, planner, executor) on a target task."""
@@ -106,7 +116,7 @@ def run(
     from .context import RunSettings
     from .runner import default_tasks, new_run_id, run_persistent, space_name
 
-    given = {k: v for k, v in locals().items() if k not in {"resume", "out", "runs_dir", "quiet", "RunSettings", "new_run_id", "run_persistent", "default_tasks", "space_name", "parse_limits", "parse_objectives"} and v is not None}
+    given = {k: v for k, v in locals().items() if k not in {"resume", "out", "runs_dir", "quiet", "storage", "cluster", "RunSettings", "new_run_id", "run_persistent", "default_tasks", "space_name", "parse_limits", "parse_objectives"} and v is not None}
     try:
         _check_out(out)
         if resume:
@@ -138,24 +148,43 @@ def run(
                 run_id=run_id or new_run_id({"space": space_name(space), "target": target, "seed": seed or 0}),
                 space=space, target=target, source=src, **options,
             )
+        from archlore.tools.env import env
+
+        storage = storage or env().archlore_storage
+        if cluster is not None:
+            from archlore.tools.distributed import check_cluster
+
+            settings.cluster = check_cluster(cluster)  # a resumed run takes it over its saved one
+
+        def go(on_event: Any = None) -> tuple[dict, Any]:
+            if storage:
+                from archlore.tools.storage import redact
+
+                from .stored import run_stored
+
+                rec = run_stored(settings, storage=storage, resume=bool(resume), cluster=cluster, on_event=on_event)
+                return rec, f"in {redact(storage)} (archlore show {settings.run_id} --storage ...)"
+            rec, run_dir = run_persistent(settings, root=runs_dir, resume=bool(resume), on_event=on_event, cluster=cluster)
+            return rec, run_dir / "record.json"
+
         progress = None if quiet else _Progress(settings.budget)
         if progress:
             with progress.live:
-                record, run_dir = run_persistent(settings, root=runs_dir, resume=bool(resume), on_event=progress)
+                record, where_record = go(progress)
         else:
-            record, run_dir = run_persistent(settings, root=runs_dir, resume=bool(resume))
+            record, where_record = go()
         if out:
             _write_out(out, record)
     except ArchloreError as exc:
         _fail(exc)
     except KeyboardInterrupt:
         rid = resume or settings.run_id
-        where = f" --runs-dir {runs_dir}" if runs_dir else ""
+        where = f" --storage {storage}" if storage else f" --runs-dir {runs_dir}" if runs_dir else ""
         err.print(f"interrupted: finished evaluations are saved; continue with `archlore run --resume {rid}{where}`",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     _print_summary(record)
-    console.print(f"record: {run_dir / 'record.json'}" + (f" and {out}" if out else ""), highlight=False)
+    console.print(f"record: {where_record}" + (f" and {out}" if out else ""), highlight=False)
 
 
 def _check_out(out: Path | None) -> None:
@@ -207,28 +236,49 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="print the raw record")] = False,
     rounds: Annotated[bool, typer.Option("--rounds", help="print every round's principles and filter, not only the final ones")] = False,
     all_evals: Annotated[bool, typer.Option("--all", help="list every evaluation (default: all up to 30, else the best 10)")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw the run's figures (best-so-far vs baselines, filter grid, principle timeline) to this .png/.svg/.pdf")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="read the run from shared storage: sqlite:///FILE.db or postgresql://... (default $ARCHLORE_STORAGE)")] = None,
 ) -> None:
     """Print a run record readably: principles as a few statements, rounds, filters, evaluations, tokens."""
     from .principles import render_statements
     from .runner import check_run_id
     from .runner import runs_dir as default_runs
 
+    from archlore.tools.env import env
+
+    storage = storage or env().archlore_storage
     try:
         path = Path(run)
-        if not path.is_file():
-            path = default_runs(runs_dir) / check_run_id(run) / "record.json"
-        if not path.is_file():
-            raise ArchloreError(f"no run record for {run!r} (looked for {path}); pass a run id or a record file")
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ArchloreError(f"cannot read {path}: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise ArchloreError(f"{path} is not valid JSON ({exc.msg}); the run may still be writing it") from None
-        if not isinstance(rec, dict) or "run_id" not in rec or "evaluations" not in rec:
-            raise ArchloreError(f"{path} is not an archlore run record")
+        if storage and not path.is_file():
+            from archlore.tools.storage import RunStore
+
+            from .stored import stored_record
+
+            with RunStore(storage) as store:
+                rec = stored_record(store, check_run_id(run))
+        else:
+            if not path.is_file():
+                path = default_runs(runs_dir) / check_run_id(run) / "record.json"
+            if not path.is_file():
+                raise ArchloreError(f"no run record for {run!r} (looked for {path}); pass a run id or a record file")
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ArchloreError(f"cannot read {path}: {exc}") from None
+            except json.JSONDecodeError as exc:
+                raise ArchloreError(f"{path} is not valid JSON ({exc.msg}); the run may still be writing it") from None
+            if not isinstance(rec, dict) or "run_id" not in rec or "evaluations" not in rec:
+                raise ArchloreError(f"{path} is not an archlore run record")
     except ArchloreError as exc:
         _fail(exc)
+    if plot is not None:
+        from . import plots
+
+        try:
+            plots.save(rec, plot, baselines=plots.baseline_curves(rec))
+        except ArchloreError as exc:
+            _fail(exc)
+        err.print(f"figure: {plot}", highlight=False)
     if as_json:
         console.print_json(data=rec)
         return

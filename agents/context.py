@@ -95,7 +95,24 @@ class RunSettings:
     tool_rounds: int | None = None  # analyst tool-calling rounds (default: 1 hosted, 0 local)
     llm_timeout: float | None = None  # seconds per LLM call (default: 120 hosted, 600 local)
     llm_retries: int | None = None  # default: 4 hosted, 1 local
-    train_epochs: int | None = None
+    train_epochs: int | None = None  # overrides the recipe's epochs
+    # --executor train: what is trained on what (tools/data.py, tools/builders.py, tools/recipe.py)
+    dataset: str | None = None  # digits | cifar10 | cifar100 | imagenet16-120 | folder:PATH | npz:PATH (default: the target if it names one)
+    data_root: str | None = None  # where cifar10/cifar100/imagenet16-120 live (downloaded there when missing)
+    split_seed: int = 0  # fixes the train/valid/test split (never the training seed)
+    model: str | None = None  # builder: nb201 | darts | cnn | mlp | package.module:function (default: the space's)
+    model_options: dict[str, Any] = field(default_factory=dict)  # builder options (a space file's model: options)
+    recipe: str = "proxy"  # a preset (proxy, nb201-12, nb201-200, darts, darts-proxy) or a YAML file
+    recipe_spec: dict[str, Any] | None = None  # the recipe as loaded (a file's content kept: --resume needs no file)
+    concurrency: int = 1  # candidates trained at once
+    fidelity: bool = False  # successive halving on epochs within each search step
+    min_epochs: int = 1  # the first rung of successive halving
+    max_epochs: int | None = None  # the last rung (default: the recipe's epochs)
+    eta: int = 3  # successive halving keeps the best 1/eta of a rung for the next
+    device: str | None = None  # cpu | cuda | cuda:N (default: cuda when there is one)
+    count_failed: bool = True  # a failed candidate (OOM, NaN loss, builder error) costs one evaluation
+    cluster: str | None = None  # None: evaluate here; local | auto | ray://HOST:PORT: Ray tasks
+    candidate_gpus: float | None = None  # GPUs per candidate on a Ray cluster (0.25 packs 4 per GPU)
     limits: dict[str, float] = field(default_factory=dict)  # --max NAME=VALUE: cost limits
     objectives: list[str] = field(default_factory=list)  # --objective a,b: Pareto mode
     # recall principles whose data included the target's own task (earlier runs on it): right for
@@ -161,6 +178,14 @@ class RunSettings:
             raise ConfigError(f"--llm-timeout must be a positive number of seconds, got {self.llm_timeout!r}")
         if self.embedding not in {"minilm", "hash"}:
             raise ConfigError(f"unknown --embedding {self.embedding!r}: use minilm or hash")
+        if self.cluster is not None:
+            from archlore.tools.distributed import check_cluster
+
+            check_cluster(self.cluster)
+        if self.candidate_gpus is not None and not (
+            isinstance(self.candidate_gpus, (int, float)) and 0 <= self.candidate_gpus <= 64
+        ):
+            raise ConfigError(f"--candidate-gpus must be a number from 0 to 64 (a fraction packs candidates), got {self.candidate_gpus!r}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -174,6 +174,17 @@ def default_tasks(space: str, table: str | None) -> list[str]:
     return [h for h in header if h and h != "arch" and not h.endswith("_test") and roles.get(h, "max") in {"max", "min"}]
 
 
+def on_cluster(executor: Executor, settings: RunSettings) -> Executor:
+    """The executor run as Ray tasks on `settings.cluster` (a round's candidates in parallel)."""
+    from archlore.tools.distributed import RayExecutor
+
+    # unset: one GPU per training candidate when the cluster has GPUs (one CPU otherwise); a
+    # table look-up never needs one
+    gpus = settings.candidate_gpus if settings.candidate_gpus is not None or settings.executor == "train" else 0.0
+    return RayExecutor(executor, cluster=settings.cluster or "local", num_gpus=gpus,
+                       threads=env().archlore_train_threads or None)
+
+
 def evaluable_cells(settings: RunSettings, space: SearchSpace, table: Table | None) -> int:
     """How many distinct architectures the run could evaluate: the budget's upper bound."""
     if settings.executor == "tabular" and table is not None and settings.target in table.valid:
@@ -208,6 +219,8 @@ def build_context(
 ) -> RunContext:
     space, table = preflight(settings, table)
     executor = make_executor(settings, space, table)
+    if settings.cluster:
+        executor = on_cluster(executor, settings)
     if llm is None and use_llm_spec:
         llm = make_llm(settings, stack)
     if isinstance(llm, RoleLLMs):
@@ -245,8 +258,9 @@ def build_record(ctx: RunContext, state: dict) -> dict:
     flip = table is not None and s.target in table.lower_is_better  # show the user's own numbers
     evaluations = [_user_numbers(e.to_dict(), flip) for e in evs]
     if ctx.objectives is not None:
-        for e, a in zip(evaluations, ctx.evaluator.pairs()):
-            e["objectives"] = ctx.objectives.user(ctx.objectives.values(a[0]))
+        for e in evaluations:
+            if e.get("valid") is not None:
+                e["objectives"] = ctx.objectives.user(ctx.objectives.values(ctx.space.from_string(e["arch"])))
     return {
         "record_version": RECORD_VERSION,
         "run_id": s.run_id,
@@ -303,7 +317,8 @@ def _llm_roles(ctx: RunContext) -> dict[str, str]:
 def _user_numbers(entry: dict, flip: bool) -> dict:
     """An evaluation with a lower-is-better target's values un-negated (see Table.lower_is_better)."""
     if flip:
-        entry = {**entry, "valid": -entry["valid"], "test": None if entry.get("test") is None else -entry["test"]}
+        entry = {**entry, "valid": None if entry.get("valid") is None else -entry["valid"],
+                 "test": None if entry.get("test") is None else -entry["test"]}
     return entry
 
 
@@ -313,9 +328,9 @@ def _front(ctx: RunContext, evaluations: list[dict]) -> list[dict]:
         return []
     from archlore.tools.pareto import front_of
 
-    archs = [a for a, _ in ctx.evaluator.pairs()]
-    return [{"arch": evaluations[i]["arch"], "seq": evaluations[i]["seq"], **evaluations[i]["objectives"]}
-            for i in front_of(ctx.objectives, archs)]
+    ok = [e for e in evaluations if e.get("objectives")]
+    archs = [ctx.space.from_string(e["arch"]) for e in ok]
+    return [{"arch": ok[i]["arch"], "seq": ok[i]["seq"], **ok[i]["objectives"]} for i in front_of(ctx.objectives, archs)]
 
 
 def execute(
@@ -489,6 +504,7 @@ def run_persistent(
     resume: bool = False,
     on_event: Callable[[dict], None] | None = None,
     answer: Any = None,
+    cluster: str | None = None,
 ) -> tuple[dict, Path]:
     """A run with its settings, ledger, checkpoints and record under `root/<run_id>/`.
 
@@ -531,6 +547,7 @@ def run_persistent(
             before = {f for f in RUN_FILES if (run_dir / f).exists()} - (set() if lock_existed else {LOCK_NAME})
             if resume:
                 settings = load_settings(run_dir)
+                settings.cluster = cluster or settings.cluster  # the cluster may change between machines
             elif (run_dir / "settings.json").exists():  # another process made it since the check
                 raise ConfigError(f"run {settings.run_id!r} already exists in {root_dir}; pass --resume {settings.run_id} to continue it")
             else:

@@ -91,14 +91,22 @@ def run_search(
     round: int = 0,
     widen: Callable[[SpaceFilter], SpaceFilter | None] | None = None,
     on_eval: Callable[[object], None] | None = None,
+    batch: int | None = None,
 ) -> SearchOutcome:
     """Evaluate up to `n` new architectures proposed inside `flt`.
 
     When the filter is exhausted, `widen(flt)` may return a larger filter to continue in; with
     no widening (or none left) the search stops and says so.
+
+    `batch` candidates are proposed and evaluated together (default: the executor's
+    `parallelism`, 1 for a local executor); see `_run_batches`.
     """
     space = evaluator.space
     flt = (flt or space.full_filter()).check(space)
+    batch = batch or int(getattr(evaluator.executor, "parallelism", 1))
+    if batch > 1:
+        return _run_batches(proposer, evaluator, flt, n, batch, seed=seed, proposed_by=proposed_by or proposer.name,
+                            round=round, widen=widen, on_eval=on_eval)
     done = 0
     while done < n:
         if evaluator.remaining <= 0:
@@ -134,6 +142,75 @@ def run_search(
         done += 1
         if on_eval:
             on_eval(ev)
+    return SearchOutcome(done, "done", flt)
+
+
+def _run_batches(
+    proposer: Proposer,
+    evaluator: Evaluator,
+    flt: SpaceFilter,
+    n: int,
+    batch: int,
+    *,
+    seed: int,
+    proposed_by: str,
+    round: int,
+    widen: Callable[[SpaceFilter], SpaceFilter | None] | None,
+    on_eval: Callable[[object], None] | None,
+) -> SearchOutcome:
+    """`run_search` for an executor that evaluates many candidates at once (a Ray cluster).
+
+    A batch is proposed one by one from the ledger's history, each pending candidate added to the
+    history with the worst value seen so far (the "constant liar"), so the proposer neither
+    repeats it nor builds on a result it does not have. The batch is then evaluated together;
+    each result is recorded as it arrives. A failed candidate is recorded once and never proposed
+    again. A resumed run proposes from what was recorded, so the
+    candidates in flight at a kill are proposed afresh (the budget counts only recorded ones).
+    """
+    from .distributed import evaluate_batch
+
+    space = evaluator.space
+    done = 0
+    while done < n:
+        if evaluator.remaining <= 0:
+            return SearchOutcome(done, "budget", flt)
+        history = list(evaluator.pairs())
+        liar = min((v for _, v in history), default=0.0)
+        # failed cells are not in pairs(); they stand in the history as liars so none is proposed again
+        history += [(a, liar) for a in evaluator.seen() if evaluator.is_failed(a)]
+        k = min(batch, n - done, evaluator.remaining)
+        picks: list[Arch] = []
+        exhausted = False
+        while len(picks) < k:
+            rng = step_rng(seed, len(history))
+            try:
+                arch = proposer.propose(space, history, flt, rng)
+            except SpaceExhausted:
+                if picks:
+                    break  # evaluate what we have; the next batch widens
+                wider = widen(flt) if widen else None
+                if wider is None or wider.size() <= flt.size():
+                    exhausted = True
+                    break
+                log.info("filter of size %d exhausted; widened to %d", flt.size(), wider.size())
+                flt = wider.check(space)
+                continue
+            known = getattr(evaluator.executor, "known", None)
+            if known is not None and space.index(arch) not in set(int(i) for i in known()):
+                near = nearest_known(evaluator, arch, flt, rng)
+                arch = near if near is not None and near not in picks else arch
+            picks.append(tuple(arch))
+            history.append((tuple(arch), liar))
+        if exhausted:
+            log.info("filter of size %d exhausted; stopping", flt.size())
+            return SearchOutcome(done, "exhausted", flt)
+        try:
+            new = evaluate_batch(evaluator, picks, proposed_by=proposed_by, round=round, on_eval=on_eval)
+        except BudgetExhausted:
+            return SearchOutcome(done, "budget", flt)
+        if not new:  # nothing could be evaluated (cells without a result): stop, never spin
+            return SearchOutcome(done, "exhausted", flt)
+        done += len(new)
     return SearchOutcome(done, "done", flt)
 
 
