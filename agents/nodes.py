@@ -184,6 +184,27 @@ def task_text(ctx: RunContext) -> str:
     return f"{ctx.target_description} (Pareto trade-off: {' vs '.join(objectives)})"
 
 
+def with_costs(ctx: RunContext, principles: list[Principle]) -> list[Principle]:
+    """With a cost limit or a cost objective, each principle's evidence also says what its choice
+    costs among this run's evaluated cells ("mb_k5_e6 at layer3 costs +38% flops for +0.40 points"),
+    so the memory keeps the trade-off, not only the accuracy."""
+    if ctx.cost is None or not principles:
+        return principles
+    from archlore.tools.evidence import cost_effects
+
+    names = [n for n in (*ctx.settings.limits, *ctx.settings.objectives[1:]) if n != ctx.settings.target]
+    pairs = ctx.evaluator.pairs()
+    effects = cost_effects(ctx.space, pairs, [ctx.cost.cost_of(a) for a, _ in pairs], list(dict.fromkeys(names)))
+    by_key: dict[tuple[str, str], list[str]] = {}
+    for e in effects:
+        by_key.setdefault((e.position, e.choice), []).append(e.sentence())
+    out = []
+    for p in principles:
+        said = "; ".join(by_key.get((p.position, p.choice), []))
+        out.append(p.model_copy(update={"evidence": f"{p.evidence}; cost: {said}"[:400]}) if said else p)
+    return out
+
+
 def make_proposer(ctx: RunContext, principles: list[Principle], on_pick=None):
     """The search step's proposer; for rank strategies, also the LLM chooser (None with --llm none)."""
     s = ctx.settings
@@ -277,7 +298,7 @@ def remember(state: State, runtime: Runtime[RunContext]) -> dict:
     if ctx.objectives is not None:  # Pareto mode: what the front's cells share is the trade-off's lesson
         cells = ParetoProposer(None, ctx.objectives).fitness(cells)
         label = f"the {' vs '.join(s.objectives)} front of {s.target} (run {s.run_id})"
-    lesson = analyst.summary_principles(ctx.space, cells, s.top_k, label)
+    lesson = with_costs(ctx, analyst.summary_principles(ctx.space, cells, s.top_k, label))
     # provenance: the target's own evaluations, the source that shaped which cells were evaluated,
     # and whatever data the recalled principles came from
     data_tasks = {s.target, *([s.source] if s.source else [])}

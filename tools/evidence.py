@@ -213,3 +213,49 @@ class Evidence:
             [(tuple(a), m) for a, m in raw["shown"]],
             [ChoiceEffect(**e) for e in raw.get("effects", [])],
         )
+
+
+@dataclass(frozen=True)
+class CostEffect:
+    """What a choice at a position costs: mean cost of the cells with it against those without,
+    and the metric difference it comes with (for principles about a trade-off)."""
+
+    position: str
+    choice: str
+    cost: str  # the cost's name, e.g. flops
+    mean_with: float
+    mean_without: float
+    share: float  # (mean_with - mean_without) / mean cost of all cells: +0.4 = 40% more
+    metric_delta: float  # mean metric with - without
+
+    def sentence(self) -> str:
+        return (f"{self.choice} at {self.position} costs {self.share:+.0%} {self.cost} "
+                f"for {self.metric_delta:+.2f} points")
+
+
+def cost_effects(space: SearchSpace, cells: Cells, costs: Sequence[dict[str, float]], names: Sequence[str]) -> list[CostEffect]:
+    """Per position, per choice present and absent among `cells`: its cost against the others'.
+
+    `costs[i]` is the cost of `cells[i]` (a `CostFunction`'s answer); a cost missing from any cell
+    is skipped."""
+    out: list[CostEffect] = []
+    if not cells:
+        return out
+    archs = np.array([a for a, _ in cells], dtype=np.int64)
+    metric = np.array([m for _, m in cells], dtype=np.float64)
+    for name in names:
+        if not all(name in c for c in costs):
+            continue
+        cost = np.array([c[name] for c in costs], dtype=np.float64)
+        mean_all = float(cost.mean()) or 1.0
+        for j, pos in enumerate(space.positions):
+            for c, choice in enumerate(pos.choices):
+                mask = archs[:, j] == c
+                if not mask.any() or mask.all():
+                    continue
+                out.append(CostEffect(
+                    pos.name, choice, name, float(cost[mask].mean()), float(cost[~mask].mean()),
+                    float((cost[mask].mean() - cost[~mask].mean()) / mean_all),
+                    float(metric[mask].mean() - metric[~mask].mean()),
+                ))
+    return out
