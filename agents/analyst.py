@@ -439,28 +439,32 @@ def llm_analysis(
     fallback = statistical_analysis(ctx, mode, current, original, ev, recalled, tuning=tuning)
     if ev is None:  # nothing to reason about but recalled principles
         return fallback
-    messages: list = [SystemMessage(prompts.ANALYST_SYSTEM), HumanMessage(_prompt(ctx, mode, current, original, ev, recalled))]
+    llm = ctx.llm_for("analyst")
     usage = Usage()
     events: list[dict] = list(fallback.events)
-    rounds = s.tool_rounds if s.tool_rounds is not None else (0 if s.llm == "local" else 1)
     tools = {t.name: t for t in _tools(ctx, ev, recalled)}
     try:
-        for _ in range(rounds):
-            msg = ctx.llm.invoke(messages, usage, tools=list(tools.values()))
-            if not getattr(msg, "tool_calls", None):
+        while True:  # once per backend of the analyst's chain that answers invalid output after a repair
+            messages: list = [SystemMessage(prompts.ANALYST_SYSTEM), HumanMessage(_prompt(ctx, mode, current, original, ev, recalled))]
+            rounds = s.tool_rounds if s.tool_rounds is not None else (0 if llm.kind == "local" else 1)
+            for _ in range(rounds):
+                msg = llm.invoke(messages, usage, tools=list(tools.values()))
+                if not getattr(msg, "tool_calls", None):
+                    break
+                messages.append(msg)
+                for call in msg.tool_calls:
+                    tool = tools.get(call["name"])
+                    out = tool.invoke(call["args"]) if tool else f"unknown tool {call['name']!r}"
+                    messages.append(ToolMessage(str(out)[:4000], tool_call_id=call["id"]))
+                    events.append({"event": "tool_call", "node": "analyze", "tool": call["name"], "args": call["args"]})
+            schema = analyst_reply_model(space)
+            res = llm.structured(schema, messages, usage)
+            if res.value is None:
+                events.append({"event": "repair", "node": "analyze", "error": res.error})
+                messages += repair_messages(res.raw, res.error, "AnalystReply")
+                res = llm.structured(schema, messages, usage)
+            if res.value is not None or not llm.fall(f"invalid output after a repair ({res.error})"[:400], node="analyze"):
                 break
-            messages.append(msg)
-            for call in msg.tool_calls:
-                tool = tools.get(call["name"])
-                out = tool.invoke(call["args"]) if tool else f"unknown tool {call['name']!r}"
-                messages.append(ToolMessage(str(out)[:4000], tool_call_id=call["id"]))
-                events.append({"event": "tool_call", "node": "analyze", "tool": call["name"], "args": call["args"]})
-        schema = analyst_reply_model(space)
-        res = ctx.llm.structured(schema, messages, usage)
-        if res.value is None:
-            events.append({"event": "repair", "node": "analyze", "error": res.error})
-            messages += repair_messages(res.raw, res.error, "AnalystReply")
-            res = ctx.llm.structured(schema, messages, usage)
     except Exception as exc:  # noqa: BLE001 - a run never dies because of the LLM
         log.warning("analyst LLM failed: %s", exc)
         events.append({"event": "llm_error", "node": "analyze", "error": f"{type(exc).__name__}: {exc}"[:400]})
@@ -494,7 +498,7 @@ def llm_analysis(
         fresh = share_statements(fresh, ev) if mode == "initial" else effect_statements(fresh, ev)
     carried = restate_partial([p for p in carried_all if not said(p)], carried_all)
     filled = fresh + carried
-    by = ctx.llm.name + ("+statistics" if filled else "")
+    by = llm.name + ("+statistics" if filled else "")
     return AnalysisResult(kept + filled, rejected, events, usage, by=by, evidence_source=ev.label, fresh=n_model + len(fresh))
 
 
@@ -504,7 +508,7 @@ def analyze(
 ) -> AnalysisResult:
     """This round's principles from this round's evidence (the source's before the first check,
     this run's after) and, at the start, the principles recalled from the memory."""
-    if ctx.llm is None:
+    if ctx.llm_for("analyst") is None:
         res = statistical_analysis(ctx, mode, current, original, evidence, recalled, tuning=tuning)
     else:
         res = llm_analysis(ctx, mode, current, original, evidence, recalled, tuning=tuning)

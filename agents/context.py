@@ -159,6 +159,8 @@ class RunSettings:
             )
         if self.executor not in {"tabular", "train"}:
             raise ConfigError(f"unknown --executor {self.executor!r}: use tabular or train")
+        if self.executor == "train":
+            self._check_training()
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown --strategy {self.strategy!r}: use {', '.join(STRATEGIES)}")
         resolve(self.llm, self.llm_config, timeout=self.llm_timeout, retries=self.llm_retries)  # fail before anything is created
@@ -186,6 +188,58 @@ class RunSettings:
             isinstance(self.candidate_gpus, (int, float)) and 0 <= self.candidate_gpus <= 64
         ):
             raise ConfigError(f"--candidate-gpus must be a number from 0 to 64 (a fraction packs candidates), got {self.candidate_gpus!r}")
+
+    def _check_training(self) -> None:
+        """--executor train: the data set (the old `--target digits` still names it), the
+        recipe (loaded now and kept, so a resumed run trains as the first part did), the builder's
+        name and the fidelity schedule. Files are read by the runner's preflight, not here."""
+        from archlore.tools.data import check_dataset
+        from archlore.tools.recipe import Recipe, load_recipe
+
+        if self.dataset is None:
+            try:
+                self.dataset = check_dataset(self.target)
+            except ArchloreError:
+                raise ConfigError(
+                    f"--executor train needs a data set: pass --dataset (digits, cifar10, cifar100, imagenet16-120, "
+                    f"folder:PATH or npz:PATH); the target {self.target!r} does not name one"
+                ) from None
+        check_dataset(self.dataset)
+        if self.recipe_spec is None:
+            self.recipe_spec = load_recipe(self.recipe).model_dump(mode="json")
+        else:
+            try:
+                Recipe.model_validate(self.recipe_spec)
+            except ValueError as exc:
+                raise ConfigError(f"the saved recipe is damaged: {str(exc).splitlines()[0]}") from None
+        if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
+            raise ConfigError("--model must be nb201, darts, cnn, mlp or package.module:function")
+        if not isinstance(self.model_options, dict):
+            raise ConfigError(f"model options must be a mapping of names to values, got {self.model_options!r}")
+        for name, low in (("concurrency", 1), ("min_epochs", 1), ("eta", 2), ("split_seed", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of at least {low}, got {value!r}")
+        top = self.max_epochs if self.max_epochs is not None else self.train_epochs or self.recipe_spec["epochs"]
+        if not isinstance(top, int) or isinstance(top, bool) or top < self.min_epochs:
+            raise ConfigError(f"--max-epochs ({top!r}) must be a whole number of at least --min-epochs ({self.min_epochs})")
+        if self.device is not None and not (self.device in ("cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise ConfigError(f"unknown --device {self.device!r}: use cpu, cuda or cuda:N")
+
+    def training_recipe(self) -> Any:
+        """The recipe candidates are trained with (`--train-epochs` applied)."""
+        from archlore.tools.recipe import Recipe
+
+        recipe = Recipe.model_validate(self.recipe_spec)
+        return recipe.with_(epochs=self.train_epochs) if self.train_epochs else recipe
+
+    def rungs(self) -> list[int]:
+        """Successive halving's epochs per rung, lowest first: max_epochs, divided by eta while
+        that stays at least min_epochs (10 epochs, eta 3: 1, 3, 10)."""
+        out = [self.max_epochs or self.training_recipe().epochs]
+        while out[0] // self.eta >= self.min_epochs:
+            out.insert(0, out[0] // self.eta)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -147,7 +147,8 @@ def plan(
     events: list[dict] = []
     usage = Usage()
     flt = fallback
-    if ctx.llm is not None:
+    llm = ctx.llm_for("planner")
+    while llm is not None:  # once per backend of the planner's chain that answers invalid output after a repair
         min_llm = min(min_size, space.size())
         messages: list = [
             SystemMessage(prompts.PLANNER_SYSTEM.format(k=k, min_size=min_llm)),
@@ -158,9 +159,10 @@ def plan(
         ]
         how = "fallback"
         schema = planner_reply_model(space, k)
+        error: str | None = None  # the last invalid answer's error, when both attempts were invalid
         try:
             for attempt in range(2):
-                res = ctx.llm.structured(schema, messages, usage)
+                res = llm.structured(schema, messages, usage)
                 error = res.error
                 if res.value is not None:
                     try:
@@ -172,6 +174,7 @@ def plan(
                         if conflicts:
                             events.append({"event": "overruled_evidence", "node": "plan", "positions": conflicts})
                         how, note = ("llm" if attempt == 0 else "repaired"), res.value.note
+                        error = None
                         break
                     except FilterError as exc:
                         error = str(exc)
@@ -181,9 +184,12 @@ def plan(
             log.warning("planner LLM failed: %s", exc)
             events.append({"event": "llm_error", "node": "plan", "error": f"{type(exc).__name__}: {exc}"[:400]})
             events.append({"event": "fallback", "node": "plan"})
-            how = "fallback"
+            how, error = "fallback", None  # the chain already fell through every backend (recorded)
         if how == "fallback":
             flt = fallback
+            if error is not None and llm.fall(f"invalid output after a repair ({error})"[:400], node="plan"):
+                continue
+        break
     widened = False
     if flt.size() < min_size:
         wider = widen(flt, ranking, min_size)
