@@ -1,0 +1,109 @@
+"""Cost limits: parsing, cutting a table, an executor behind limits, and a constrained NB201 run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from archlore.agents.context import RunSettings
+from archlore.agents.runner import execute
+from archlore.tools.constraints import (
+    ConstrainedExecutor,
+    OverLimit,
+    TableCost,
+    broken,
+    constrain_table,
+    parse_limit,
+    parse_limits,
+)
+from archlore.tools.errors import ConfigError, DataError, UnknownCell
+from archlore.tools.executors import Metrics, TabularExecutor
+from archlore.tools.ledger import Ledger
+from archlore.tools.spaces import Position, SearchSpace
+from archlore.tools.tables import Table
+from tests.conftest import needs_data
+
+
+def _table() -> Table:
+    space = SearchSpace("toy", [Position(f"p{i}", ("a", "b", "c")) for i in range(3)])
+    n = space.size()
+    archs = [space.from_index(i) for i in range(n)]
+    valid = np.array([sum(a) + 0.1 * a[0] for a in archs], dtype=float)
+    cost = {"params": np.array([1000.0 * (1 + sum(a)) for a in archs]), "flops": np.array([1e6 * (1 + a[0]) for a in archs])}
+    return Table(space, "toy table", {"acc": valid}, {}, cost)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("params=1.0M", ("params", 1e6)), ("flops=50M", ("flops", 5e7)), ("latency=8.5", ("latency", 8.5)),
+    ("flops<=2G", ("flops", 2e9)), ("params = 300k", ("params", 3e5)),
+])
+def test_parse_limit(text, expected):
+    name, value = parse_limit(text)
+    assert name == expected[0] and value == pytest.approx(expected[1])
+
+
+@pytest.mark.parametrize("text", ["params", "params=", "=3", "params=-1", "params=0", "params=1T", "params=1M=2"])
+def test_parse_limit_refuses_bad_text(text):
+    with pytest.raises(ConfigError):
+        parse_limit(text)
+
+
+def test_parse_limits_refuses_a_repeat():
+    with pytest.raises(ConfigError, match="twice"):
+        parse_limits(["params=1M", "params=2M"])
+
+
+def test_constrain_table_cuts_exactly_the_cells_over_a_limit():
+    t = _table()
+    limits = {"params": 4000.0, "flops": 2e6}
+    c = constrain_table(t, limits)
+    for i in range(t.space.size()):
+        cost = TableCost(t).cost_of(t.space.from_index(i))
+        assert c.is_known("acc", i) == (not broken(cost, limits))
+    assert constrain_table(c, limits) is c  # cutting again changes nothing
+    with pytest.raises(DataError, match="raise a limit"):
+        constrain_table(t, {"params": 10.0})
+    with pytest.raises(ConfigError, match="no cost 'latency'"):
+        constrain_table(t, {"latency": 1.0})
+
+
+def test_constrained_executor_refuses_over_limit_cells_unevaluated():
+    t = _table()
+    calls = []
+
+    class Counting(TabularExecutor):
+        def evaluate(self, arch):  # noqa: ANN001
+            calls.append(arch)
+            return super().evaluate(arch)
+
+    ex = ConstrainedExecutor(Counting(t, "acc"), TableCost(t), {"params": 3000.0})
+    with pytest.raises(OverLimit) as err:
+        ex.evaluate((2, 2, 2))
+    assert isinstance(err.value, UnknownCell) and calls == []
+    m = ex.evaluate((0, 1, 0))
+    assert isinstance(m, Metrics) and m.cost["params"] == 2000.0
+    known = {t.space.from_index(int(i)) for i in ex.known()}
+    assert known == {a for a in t.space.all_archs() if sum(a) <= 2}
+
+
+@needs_data
+def test_constrained_nb201_run_never_evaluates_a_cell_over_a_limit(data_dir):
+    from archlore.tools.tables import load_nb201
+
+    full = load_nb201(str(data_dir))
+    limits = {"flops": float(np.nanmax(full.cost["flops"])) / 2, "latency": float(np.nanmedian(full.cost["latency"]))}
+    settings = RunSettings(run_id="c", space="nb201", target="cifar100", source="cifar10", budget=30,
+                           data=str(data_dir), memory="off", limits=limits)
+    ledger = Ledger(None)
+    try:
+        rec = execute(settings, ledger=ledger, use_llm_spec=False)
+    finally:
+        ledger.close()
+    assert rec["used"] == 30 and rec["limits"] == limits
+    for e in rec["evaluations"]:
+        i = full.space.index(full.space.from_string(e["arch"]))
+        assert full.cost["flops"][i] <= limits["flops"] and full.cost["latency"][i] <= limits["latency"]
+        assert e["cost"]["flops"] == full.cost["flops"][i]
+    # the best cell found is no better than the best feasible cell
+    feasible = constrain_table(full, limits)
+    assert rec["best"]["valid"] <= np.nanmax(feasible.valid["cifar100"])

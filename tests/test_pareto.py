@@ -1,0 +1,103 @@
+"""Pareto mode: the front against brute force, the hypervolume, and a run that returns its front."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from archlore.agents.cli import app
+from archlore.tools.errors import ConfigError
+from archlore.tools.pareto import Objectives, hypervolume_2d, nondominated, parse_objectives, ranks
+from archlore.tools.spaces import load_space_file
+from archlore.tools.tables import load_user_csv
+
+
+def _dominates(p: np.ndarray, q: np.ndarray) -> bool:
+    return bool(np.all(p >= q) and np.any(p > q))
+
+
+def _brute_front(pts: np.ndarray) -> list[int]:
+    return [i for i in range(len(pts)) if not any(_dominates(pts[j], pts[i]) for j in range(len(pts)) if j != i)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nondominated_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    pts = rng.integers(0, 8, size=(60, 2 + seed % 2)).astype(float)  # small integers: many ties
+    assert list(nondominated(pts)) == _brute_front(pts)
+    r = ranks(pts)
+    assert set(np.flatnonzero(r == 0)) == set(_brute_front(pts))
+    for i, j in itertools.permutations(range(len(pts)), 2):  # a dominated cell ranks after its dominator
+        if _dominates(pts[i], pts[j]):
+            assert r[i] < r[j]
+
+
+def test_hypervolume_matches_a_grid_count():
+    rng = np.random.default_rng(1)
+    pts = rng.integers(1, 20, size=(15, 2)).astype(float)
+    hv = hypervolume_2d(pts, (0.0, 0.0))
+    grid = sum(1 for x in range(20) for y in range(20) if any(p[0] >= x + 1 and p[1] >= y + 1 for p in pts))
+    assert hv == pytest.approx(grid)
+    assert hypervolume_2d(pts, (100.0, 100.0)) == 0.0
+
+
+def test_objectives_parse_and_check():
+    assert parse_objectives("accuracy, flops") == ["accuracy", "flops"]
+    for bad in ("accuracy", "accuracy,accuracy", ""):
+        if bad:
+            with pytest.raises(ConfigError):
+                parse_objectives(bad)
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> tuple[Path, Path]:
+    space = tmp_path / "s.yaml"
+    space.write_text("name: small\npositions:\n" + "".join(f"  l{i}: [a, b, c]\n" for i in range(4))
+                     + "columns:\n  loss: min\n  flops: cost\n")
+    table = tmp_path / "t.csv"
+    rng = np.random.default_rng(3)
+    with table.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["arch", "loss", "flops"])
+        for arch in itertools.product(range(3), repeat=4):
+            w.writerow(["".join(map(str, arch)), round(5.0 - 0.4 * sum(arch) + rng.normal(0, 0.3), 4),
+                        round(1e6 * (1 + sum(a * a for a in arch)) * rng.uniform(0.8, 1.2))])
+    return space, table
+
+
+def test_pareto_run_returns_the_front_of_its_evaluations(small, tmp_path):
+    space_file, table_file = small
+    runs = tmp_path / "runs"
+    res = CliRunner().invoke(app, ["run", "--space", str(space_file), "--table", str(table_file), "--objective", "loss,flops",
+                                   "--budget", "40", "--llm", "none", "--memory", "off", "--runs-dir", str(runs),
+                                   "--run-id", "p", "-q"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rec = json.loads((runs / "p" / "record.json").read_text())
+    space = load_space_file(space_file)
+    table = load_user_csv(table_file, space)
+    obj = Objectives.of(table, ["loss", "flops"])
+    archs = [space.from_string(e["arch"]) for e in rec["evaluations"]]
+    pts = np.array([obj.values(a) for a in archs])
+    brute = {rec["evaluations"][i]["arch"] for i in _brute_front(pts)}
+    assert {f["arch"] for f in rec["front"]} == brute
+    for f in rec["front"]:  # the user's own numbers: the loss as it is in the table, not negated
+        i = space.index(space.from_string(f["arch"]))
+        assert f["loss"] == pytest.approx(-table.valid["loss"][i]) and f["loss"] > 0
+        assert f["flops"] == table.cost["flops"][i]
+    res = CliRunner().invoke(app, ["show", "p", "--runs-dir", str(runs)])
+    assert res.exit_code == 0 and "Pareto front" in res.output
+
+
+def test_objective_names_are_checked(small, tmp_path):
+    space_file, table_file = small
+    base = ["run", "--space", str(space_file), "--table", str(table_file), "--runs-dir", str(tmp_path / "r"), "-q"]
+    res = CliRunner().invoke(app, [*base, "--objective", "loss,latency"])
+    assert res.exit_code == 2 and "no metric or cost 'latency'" in res.output
+    res = CliRunner().invoke(app, [*base, "--objective", "flops,loss"])
+    assert res.exit_code == 2 and "must be the target" in res.output
