@@ -122,6 +122,10 @@ class RunManager:
         self._waiting = None
         self._launch(RunSettings(run_id=run_id, source=None), resume=True, answer=answer)
 
+    def request_stop(self) -> None:
+        """Ask the running search to stop after the evaluation in flight (returns at once)."""
+        self._stop.set()
+
     def stop(self, timeout: float = 60.0) -> str | None:
         """Stop the running search after the evaluation in flight; the run id, or None if none ran."""
         if not self.busy():

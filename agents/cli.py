@@ -96,7 +96,19 @@ def run(
     top_k: Annotated[Optional[int], typer.Option(help="top cells of this task fed back to the analyst")] = None,
     max_choices: Annotated[Optional[int], typer.Option(help="at most this many choices per position (LAPT: 2 nb201, 3 tnb101)")] = None,
     task_description: Annotated[Optional[str], typer.Option(help="a sentence describing the target task (for recall)")] = None,
-    train_epochs: Annotated[Optional[int], typer.Option(help="epochs per candidate with --executor train")] = None,
+    train_epochs: Annotated[Optional[int], typer.Option(help="epochs per candidate with --executor train (overrides the recipe's)")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="--executor train: digits, cifar10, cifar100, imagenet16-120, folder:PATH (one sub-folder per class) or npz:PATH (x, y)  [default: digits, or the --target if it names one]")] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="where cifar10/cifar100/imagenet16-120 live; CIFAR is downloaded there when missing  [default: ./data]")] = None,
+    split_seed: Annotated[Optional[int], typer.Option(help="seed of the train/valid/test split (recorded; the search sees only valid)  [default: 0]")] = None,
+    model: Annotated[Optional[str], typer.Option(help="how a candidate becomes a network: nb201, darts, cnn, mlp or your package.module:function(arch, shape, **options)  [default: the space's: its file's model: entry, else by its positions]")] = None,
+    recipe: Annotated[Optional[str], typer.Option(help="training recipe: proxy, nb201-12, nb201-200, darts, darts-proxy, or a YAML file  [default: proxy]")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="candidates trained at once (several small ones share a GPU)  [default: 1]")] = None,
+    fidelity: Annotated[Optional[bool], typer.Option("--fidelity/--no-fidelity", help="successive halving on epochs: each search step trains its candidates for --min-epochs, keeps the best 1/--eta for more, up to --max-epochs  [default: off]")] = None,
+    min_epochs: Annotated[Optional[int], typer.Option(help="--fidelity: epochs of the first rung  [default: 1]")] = None,
+    max_epochs: Annotated[Optional[int], typer.Option(help="--fidelity: epochs of the last rung  [default: the recipe's]")] = None,
+    eta: Annotated[Optional[int], typer.Option(help="--fidelity: keep the best 1/eta of a rung  [default: 3]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N  [default: cuda when there is one]")] = None,
+    count_failed: Annotated[Optional[bool], typer.Option("--count-failed/--no-count-failed", help="a candidate that fails (out of memory, NaN loss, builder error) costs one evaluation  [default: on]")] = None,
     tool_rounds: Annotated[Optional[int], typer.Option(help="analyst tool-calling rounds for evidence (default 1; 0 with --llm local, whose prompt carries the evidence pre-ranked)")] = None,
     llm_timeout: Annotated[Optional[float], typer.Option(help="seconds per LLM call (default 120; 600 with --llm local)")] = None,
     llm_retries: Annotated[Optional[int], typer.Option(help="retries on timeouts, connection errors, 429 and 5xx (default 4; 1 with --llm local)")] = None,
@@ -131,11 +143,19 @@ def run(
             tasks = default_tasks(space, table)
             if target is None and table and len(tasks) > 1:
                 raise ConfigError(f"the table {table} has the tasks {', '.join(tasks)}: pick one with --target")
+            if executor == "train" and target is None:  # the task is the data set (the old --target digits still works)
+                from .runner import dataset_name
+
+                dataset = given["dataset"] = dataset or "digits"
+                target = dataset_name(dataset)
             target = target or (tasks[0] if tasks else "cifar100")
             # a user table's source is another of its columns: none unless asked for
-            src = ("cifar10" if not table else None) if source is None else (None if source in ("", "none") else source)
+            # cifar10 is a source only where archlore has its table (nb201, tnb101)
+            builtin = space_name(space) in {"nb201", "tnb101"}
+            src = ("cifar10" if not table and builtin else None) if source is None else (None if source in ("", "none") else source)
             options = {k: v for k, v in given.items()
                        if k not in {"space", "target", "source", "run_id", "max_cost", "objective"}}
+            options.setdefault("recall_same_task", True)  # a user's own earlier runs on this task help
             if max_cost:
                 options["limits"] = parse_limits(max_cost)
             if objective:

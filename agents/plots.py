@@ -149,7 +149,7 @@ def figure(record: dict[str, Any], kind: str = "all", *, baselines: dict[str, np
     if kind not in KINDS:
         raise ArchloreError(f"unknown plot {kind!r}: use {', '.join(KINDS)}")
     panels = ["curve", "filter", "principles"] if kind == "all" else [kind]
-    fig = Figure(figsize=(5.2 * len(panels), 4.2), layout="constrained")
+    fig = Figure(figsize=(5.2 * len(panels), 4.2) if kind == "all" else (7.0, 3.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels):

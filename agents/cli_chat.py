@@ -1,0 +1,83 @@
+"""`archlore chat`, `archlore sessions` and `archlore ui`: chat-driven search sessions.
+
+Imports nothing heavy at module level, so `archlore --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from archlore.tools.errors import ArchloreError
+
+from .cli_common import console
+from .cli_common import fail as _fail
+
+SessionOpt = Annotated[Optional[str], typer.Option("--session", help="resume this session (its conversation and any unfinished run); default: a new one")]
+LlmOpt = Annotated[Optional[str], typer.Option(help="the coordinator's and new runs' LLM: none | local | openai:MODEL[@BASE_URL]  [default: none, or the session's]")]
+MemoryOpt = Annotated[Optional[str], typer.Option(help="principle memory: a path, an http:// Chroma server, or 'off' (default: the per-user store)")]
+DataOpt = Annotated[Optional[str], typer.Option(help="benchmark data dir (default $ARCHLORE_DATA, else ../shared/data)")]
+RunsOpt = Annotated[Optional[Path], typer.Option(help="where runs and sessions live (default $ARCHLORE_RUNS, else ./runs)")]
+ApproveOpt = Annotated[Optional[bool], typer.Option("--approve/--no-approve", help="new runs wait for approval of each filter  [default: on]")]
+
+
+def _session(session: str | None, llm: str | None, memory: str | None, data: str | None, runs_dir: Path | None,
+             approve: bool | None, *, create: bool = True):  # noqa: ANN202 - ChatSession, imported lazily
+    from .chat import ChatSession
+
+    return ChatSession(session_id=session, root=runs_dir, llm=llm, memory=memory, data=data, approve=approve, create=create)
+
+
+def chat(session: SessionOpt = None, llm: LlmOpt = None, memory: MemoryOpt = None, data: DataOpt = None,
+         runs_dir: RunsOpt = None, approve: ApproveOpt = None) -> None:
+    """Talk to a search: start, pause, approve, edit, explain, compare and plot runs (slash commands work with --llm none)."""
+    from .tui import run_terminal
+
+    try:
+        chat_session = _session(session, llm, memory, data, runs_dir, approve, create=True)
+    except ArchloreError as exc:
+        _fail(exc)
+    raise typer.Exit(run_terminal(chat_session))
+
+
+def sessions(runs_dir: RunsOpt = None,
+             as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False) -> None:
+    """List chat sessions with their runs."""
+    from rich.table import Table
+
+    from .sessions import SessionStore
+
+    try:
+        with SessionStore(runs_dir) as store:
+            found = store.list()
+    except ArchloreError as exc:
+        _fail(exc)
+    if as_json:
+        console.print_json(data=[{"id": s.id, "created": s.created, "updated": s.updated, "title": s.title,
+                                  "runs": [{"run_id": r.run_id, "status": r.status} for r in s.runs]} for s in found])
+        return
+    if not found:
+        console.print("no chat sessions yet: `archlore chat` starts one", highlight=False)
+        return
+    t = Table(title="chat sessions (resume one with `archlore chat --session ID`)")
+    for col in ("session", "last used", "first message", "runs"):
+        t.add_column(col, overflow="fold")
+    for s in found:
+        t.add_row(s.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated)), s.title or "-",
+                  "\n".join(f"{r.run_id} ({r.status})" for r in s.runs) or "-")
+    console.print(t)
+
+
+def ui(session: SessionOpt = None, llm: LlmOpt = None, memory: MemoryOpt = None, data: DataOpt = None,
+       runs_dir: RunsOpt = None, approve: ApproveOpt = None,
+       port: Annotated[int, typer.Option(help="port on 127.0.0.1 (0: a free one, printed)")] = 0,
+       show: Annotated[bool, typer.Option("--open/--no-open", help="open a browser")] = False) -> None:
+    """Serve the chat as a local web page on 127.0.0.1 (streaming replies, approval buttons, live plots, memory browser)."""
+    from .web import serve
+
+    try:
+        serve(root=runs_dir, session=session, llm=llm, memory=memory, data=data, approve=approve, port=port, show=show)
+    except ArchloreError as exc:
+        _fail(exc)
