@@ -116,8 +116,10 @@ class RunSettings:
     limits: dict[str, float] = field(default_factory=dict)  # --max NAME=VALUE: cost limits
     objectives: list[str] = field(default_factory=list)  # --objective a,b: Pareto mode
     # recall principles whose data included the target's own task (earlier runs on it): right for
-    # a user searching the same task again, wrong for a benchmark (the harness turns it off)
-    recall_same_task: bool = True
+    # a user searching the same task again (`archlore run` turns it on unless told otherwise),
+    # wrong for a benchmark; off by default, so every programmatic caller (the harness, the
+    # transfer experiment, an old settings.json) keeps the target's data out of its prior
+    recall_same_task: bool = False
     defaults: dict[str, str] = field(default_factory=dict)  # schedule fields left unset, and why
     created: str = ""
 
@@ -234,12 +236,11 @@ class RunSettings:
         return recipe.with_(epochs=self.train_epochs) if self.train_epochs else recipe
 
     def rungs(self) -> list[int]:
-        """Successive halving's epochs per rung, lowest first: max_epochs, divided by eta while
-        that stays at least min_epochs (10 epochs, eta 3: 1, 3, 10)."""
-        out = [self.max_epochs or self.training_recipe().epochs]
-        while out[0] // self.eta >= self.min_epochs:
-            out.insert(0, out[0] // self.eta)
-        return out
+        """Successive halving's epochs per rung (tools/fidelity.py): min_epochs, x eta, ...,
+        max_epochs (default: the recipe's epochs) the last."""
+        from archlore.tools.fidelity import rung_epochs
+
+        return rung_epochs(self.min_epochs, self.max_epochs or self.training_recipe().epochs, self.eta)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -146,6 +146,15 @@ def test_same_task_recall_on_by_default_off_on_request(user_space, tmp_path):
     assert {r["run_id"] for r in again["recalled"]} == {"first"}
     assert _run([*base, "--run-id", "bench-like", "--seed", "2", "--no-recall-same-task"])[0] == 0
     assert _record(runs, "bench-like")["recalled"] == []
+    # settings built in code, as the benchmark harness builds them, keep excluding the target's data
+    from archlore.agents.runner import execute
+    from archlore.memory.store import open_store
+
+    settings = RunSettings(run_id="harness", space=str(space_file), table=str(table_file), target="error", source=None,
+                           budget=10, memory="off", remember=False)
+    assert settings.recall_same_task is False
+    with open_store(mem, embedding="hash") as store:
+        assert execute(settings, memory=store, use_llm_spec=False)["recalled"] == []
 
 
 def test_builtin_schedule_whatever_the_spelling():
