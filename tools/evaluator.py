@@ -133,6 +133,39 @@ class Evaluator:
         elif self.remaining <= 0:
             raise BudgetExhausted(f"run {self.run_id} has spent its budget of {self.budget} evaluations")
         m: Metrics = self.executor.evaluate(arch) if epochs is None else self.executor.evaluate(arch, epochs=epochs)  # type: ignore[call-arg]
+        return self.record(arch, m, proposed_by=proposed_by, round=round)
+
+    def evaluate_many(
+        self, archs: list[Arch], *, epochs: int | None = None, proposed_by: str = "", round: int = 0,
+    ) -> list[Evaluation]:
+        """`evaluate` for several architectures; those not yet known at this fidelity are trained
+        together by the executor's `evaluate_many` when it trains more than one at a time
+        (else one by one, each recorded as it finishes). BudgetExhausted if the new
+        architectures among them need more budget than is left (nothing is evaluated then)."""
+        keys = [self.space.to_string(a) for a in archs]
+        new = {k for k in keys if k not in self._result}
+        if len(new) > self.remaining:
+            raise BudgetExhausted(
+                f"run {self.run_id} has {self.remaining} of {self.budget} evaluations left, {len(new)} new candidates asked"
+            )
+        parallel = int(getattr(self.executor, "concurrency", 1)) > 1 and callable(getattr(self.executor, "evaluate_many", None))
+        todo = [a for a, k in zip(archs, keys) if self._pending(k, epochs)]
+        todo = list({self.space.to_string(a): tuple(a) for a in todo}.values())
+        if parallel and len(todo) > 1:
+            metrics = self.executor.evaluate_many(todo, epochs=epochs)  # type: ignore[attr-defined]
+            for a, m in zip(todo, metrics):
+                self.record(a, m, proposed_by=proposed_by, round=round)
+        return [self.evaluate(a, proposed_by=proposed_by, round=round, epochs=epochs) for a in archs]
+
+    def _pending(self, key: str, epochs: int | None) -> bool:
+        known = self._result.get(key)
+        if known is None:
+            return True
+        return known.ok and epochs is not None and (key, int(epochs)) not in self._at
+
+    def record(self, arch: Arch, m: Metrics, *, proposed_by: str = "", round: int = 0) -> Evaluation:
+        """Record a result the executor produced (here or elsewhere) under the budget's accounting."""
+        key = self.space.to_string(arch)
         ev = self.ledger.record(
             self.run_id, key, m.valid, m.test, cost=m.cost, wall_time=m.wall_time,
             proposed_by=proposed_by, round=round, status=getattr(m, "status", "ok"),
