@@ -81,7 +81,7 @@ the best trials share. Answer by calling RankChoice with the candidate's number.
 RANKER_USER = """Past trials (code|score):
 {history}
 
-Candidates (unseen):
+Candidates (unseen), ranked best first by a simple per-choice average of the past scores:
 {pool}
 
 Which candidate should be evaluated next?"""
