@@ -111,10 +111,25 @@ def _lock_state(_: object) -> None:
     return None
 
 
-def _register_lock_serializers(ray: Any) -> None:
-    """A lock cannot be pickled; one that guards a cache in the executor is made anew on the worker."""
+def _cache_path(cache: Any) -> str:
+    return str(cache.path)
+
+
+def _open_cache(path: str) -> Any:
+    from .train_cache import TrainCache
+
+    return TrainCache(path)
+
+
+def _register_serializers(ray: Any) -> None:
+    """What an executor holds that cannot be pickled travels as what rebuilds it on the worker:
+    a lock as a fresh lock, the training cache (an open SQLite file) as its path, opened again
+    there (the same file on this machine or a shared disk; a node's own file elsewhere)."""
+    from .train_cache import TrainCache
+
     ray.util.register_serializer(type(threading.Lock()), serializer=_lock_state, deserializer=_fresh_lock)
     ray.util.register_serializer(type(threading.RLock()), serializer=_lock_state, deserializer=_fresh_rlock)
+    ray.util.register_serializer(TrainCache, serializer=_cache_path, deserializer=_open_cache)
 
 
 def _task_has_gpu() -> bool:
@@ -193,7 +208,7 @@ class RayExecutor:
         if num_gpus is None:  # one GPU per candidate where the cluster has GPUs
             num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         self.num_gpus, self.num_cpus = float(num_gpus), float(num_cpus)
-        _register_lock_serializers(ray)
+        _register_serializers(ray)
         self._inner_ref = ray.put(inner)  # the data set goes into the object store once
         # retry_exceptions=False: an exception is the candidate's own failure, never retried
         self._task = ray.remote(_run_candidate).options(
