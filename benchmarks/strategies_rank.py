@@ -27,7 +27,8 @@ USAGE: dict[str, dict] = {}  # llm name -> {"evaluations": n, "calls": [...], "u
 
 def rank_strategy(req: StrategyRequest) -> None:
     spec = str(req.options.get("llm") or "none")
-    llm = _llm(spec) if spec != "none" else None
+    roles = _llm(spec)  # agents.roles.RoleLLMs (one server for the whole benchmark) or None
+    llm = roles.get("ranker") if roles is not None else None
     chooser = LLMChooser(llm, req.space) if llm is not None else None
     search(req, RankSearch(chooser))
     if chooser is not None:

@@ -169,3 +169,19 @@ def test_rank_alone_and_inside_the_filters_with_llm_none(data_dir):
             assert filters[0]["size"] == 15625 and rec["principles"] == []
         else:
             assert filters[0]["size"] < 15625
+
+
+@needs_data
+def test_bench_strategy_rank_asks_the_ranker_role_through_one_server(data_dir):
+    from archlore.benchmarks import protocols as P
+    from archlore.benchmarks.harness import make_request, run_strategy
+    from archlore.tools.tables import load_nb201
+
+    table = load_nb201(str(data_dir))
+    proto = P.get_protocol("lapt-nb201")
+    n = proto.budget - 1  # no call at the first step
+    script = [(200, _answer(2), expect("Candidates (unseen), ranked best first", role="user"))] * n
+    with FakeOpenAI(script) as server:
+        req = make_request(table, proto, "cifar100", None, 1000, options={"llm": f"openai:fake@{server.base_url}"})
+        cells = run_strategy("rank", req)
+    assert len(cells) == proto.budget == len(set(cells)) and len(server.requests) == n and not server.script
