@@ -162,12 +162,18 @@ def _readonly_copy(table: Table, task: str) -> np.ndarray:
     return v
 
 
-def run_strategy(name: str, request: StrategyRequest) -> list[int]:
-    """Run one strategy once; returns the indices of the cells it evaluated, in order."""
+def run_strategy(name: str, request: StrategyRequest, usage: list | None = None) -> list[int]:
+    """Run one strategy once; returns the indices of the cells it evaluated, in order.
+
+    A strategy that returns `{"usage": {...}}` (the agents: LLM tokens, seconds, cost) has it
+    appended to `usage`; the harness averages it into the row's `llm_usage`.
+    """
     info = get_strategy(name)
     if info.needs_source and request.source is None:
         raise ConfigError(f"strategy {name!r} needs a source task: pass --source")
-    info.fn(request)
+    result = info.fn(request)
+    if usage is not None and isinstance(result, Mapping) and isinstance(result.get("usage"), Mapping):
+        usage.append(result["usage"])
     cells = request._access().evaluated
     if not cells:
         raise ArchloreError(f"strategy {name!r} evaluated no cell for {request.run_id}: it must evaluate at least one")
@@ -177,7 +183,7 @@ def run_strategy(name: str, request: StrategyRequest) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 # running a protocol
 _RESERVED = {
-    "strategy", "space", "target", "source", "seeds", "wall_s", "baseline", "per_seed", "options",
+    "strategy", "space", "target", "source", "seeds", "wall_s", "baseline", "per_seed", "options", "llm_usage",
 }
 
 
@@ -294,6 +300,7 @@ def run_bench(
     for i, (name, target, source) in enumerate(plan, start=1):
         t0 = last = time.perf_counter()
         per_seed: dict[str, list] = {m.key: [] for m in proto.metrics}
+        usage: list[dict] = []
         if source is not None and (target, source) not in views:
             views[(target, source)] = (SourceView(table, [source], target=target), _readonly_copy(table, source))
         view, source_valid = views.get((target, source), (None, None)) if source is not None else (None, None)
@@ -303,7 +310,7 @@ def run_bench(
                 progress(f"[{i}/{len(plan)}] {proto.name} {name} {target} <- {source or '-'}: seed {j}/{seed_info.count}")
             req = make_request(table, proto, target, source, seed, options=opts, view=view,
                                source_valid=source_valid, missing=missing[target])
-            cells = run_strategy(name, req)
+            cells = run_strategy(name, req, usage)
             for key, v in proto.score(P.Trace.from_table(table, target, cells), facts[target]).items():
                 per_seed[key].append(_json_value(v))
         row: dict[str, Any] = {
@@ -313,6 +320,8 @@ def run_bench(
         row.update(row_extra)
         row.update(proto.aggregate(per_seed))
         row["per_seed"] = per_seed
+        if usage:
+            row["llm_usage"] = mean_usage(usage)
         row["wall_s"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
         if progress:
@@ -343,6 +352,22 @@ def run_bench(
     plots.plot(payload, proto, png_path)
     log.info("wrote %s, %s, %s", json_path, md_path, png_path)
     return {**payload, "files": {"json": str(json_path), "md": str(md_path), "png": str(png_path)}}
+
+
+def mean_usage(runs: Sequence[Mapping]) -> dict:
+    """Per-run LLM use averaged over a row's seeds: `mean` of the totals, `per_role` means, and
+    the switches summed."""
+    def mean(dicts: list[Mapping]) -> dict:
+        keys = sorted({k for d in dicts for k in d})
+        return {k: round(sum(float(d.get(k, 0)) for d in dicts) / len(runs), 6) for k in keys}
+
+    roles = sorted({r for u in runs for r in u.get("per_role", {})})
+    return {
+        "runs": len(runs),
+        "mean": mean([u.get("total", {}) for u in runs]),
+        "per_role": {r: mean([u.get("per_role", {}).get(r, {}) for u in runs]) for r in roles},
+        "switches": int(sum(u.get("switches", 0) for u in runs)),
+    }
 
 
 def dumps(payload: dict) -> str:

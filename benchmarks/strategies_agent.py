@@ -97,7 +97,7 @@ def preflight(space_name: str, pairs: Sequence[tuple[str, str | None]], options:
                      allow=bool(options.get("allow_target_in_memory")), what=str(location))
 
 
-def agent_strategy(req: StrategyRequest) -> None:
+def agent_strategy(req: StrategyRequest) -> dict:
     spec = str(req.options.get("llm") or "none")
     settings = RunSettings(
         run_id=req.run_id, space=req.space_name, target=req.target, source=req.source, budget=req.budget,
@@ -110,9 +110,20 @@ def agent_strategy(req: StrategyRequest) -> None:
         check_memory(memory, req.space.name, [req.target], allow=bool(req.options.get("allow_target_in_memory")))
     ledger = Ledger(None)
     try:
-        execute(settings, ledger=ledger, table=req.sealed_table(), llm=_llm(spec), memory=memory, use_llm_spec=False)
+        record = execute(settings, ledger=ledger, table=req.sealed_table(), llm=_llm(spec), memory=memory, use_llm_spec=False)
     finally:
         ledger.close()
+    return {"usage": run_usage(record)}
+
+
+def run_usage(record: dict) -> dict:
+    """One run's LLM use for the benchmark row: totals, each role's totals, backend switches."""
+    tokens = record.get("tokens") or {}
+    return {
+        "total": dict(tokens.get("total") or {}),
+        "per_role": {role: dict(u.get("total") or {}) for role, u in (tokens.get("per_role") or {}).items()},
+        "switches": len(record.get("llm_switches") or []),
+    }
 
 
 register_strategy("agent", agent_strategy, needs_source=True, preflight=preflight)

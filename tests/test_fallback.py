@@ -49,6 +49,7 @@ def _servers() -> tuple[FakeOpenAI, FakeOpenAI]:
     up.script = ByFunction(up, {
         "PlannerReply": lambda r: (200, completion("PlannerReply", json.dumps(GOOD_FILTER))),
         "AnalystReply": lambda r: (200, completion(None, content="I think convolutions are good.")),
+        None: lambda r: (200, completion(None, content="No tools needed.")),  # the analyst's tool round
     })
     return down, up
 
@@ -138,3 +139,23 @@ def test_resume_keeps_the_roles(tmp_path):
         assert saved["llm"] == llm and saved["llm_config"] == {"default": {"retries": 0}}
         record, _ = run_persistent(RunSettings(run_id="fb", source=None), root=tmp_path, resume=True)
     assert record["llm_roles"]["planner"] == f"openai:b@{up.base_url}" and record["used"] == 15
+
+
+@needs_data
+def test_benchmark_rows_carry_llm_use_per_role(tmp_path):
+    from archlore.benchmarks.harness import run_bench
+
+    _, up = _servers()
+    with up:  # the analyst's backend answers invalid output: it falls to none every round
+        llm = f"analyst=openai:b@{up.base_url}>none,planner=openai:b@{up.base_url}"
+        payload = run_bench("lapt-nb201", ["agent"], targets=["cifar100"], sources=["cifar10"], seeds=2,
+                            out=tmp_path / "b.json", data=DATA, options={"llm": llm})
+    (row,) = payload["rows"]
+    usage = row["llm_usage"]
+    assert usage["runs"] == 2 and row["llm"] == llm
+    assert usage["switches"] == 2 * 4  # budget 20, warm-up 5, a check every 5: four rounds per seed, 2 seeds
+    # per seed and round: the tool round, the answer and its repair (the mean of 2 seeds)
+    assert usage["per_role"]["analyst"]["calls"] == 3 * 4
+    for key in ("calls", "input_tokens", "output_tokens"):
+        assert sum(r[key] for r in usage["per_role"].values()) == pytest.approx(usage["mean"][key])
+    assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["llm_usage"] == usage
