@@ -281,11 +281,13 @@ def agent(state: ChatState, runtime: Runtime[ChatSession]) -> dict:
     chat = runtime.context
     if chat.llm is None:
         return {"messages": [AIMessage(HINT)]}
-    from .llm import Usage
-
     status = chat_tools.status(chat, chat_tools.RunRef()).text
     msgs = [SystemMessage(SYSTEM.format(status=status))] + _window(state["messages"])
-    tools = chat_tools.tool_schemas() if _tool_rounds(state["messages"]) < MAX_TOOL_ROUNDS else ()
+    rounds = _tool_rounds(state["messages"])
+    if rounds == 0 and chat._roles is not None:  # a new turn: the role's fallback chain starts at its head
+        chat._turn += 1
+        chat._roles.new_round(chat._turn)
+    tools = chat_tools.tool_schemas() if rounds < MAX_TOOL_ROUNDS else ()
     try:
         msg = chat.llm.invoke(msgs, chat.usage, tools=tools)
     except Exception as exc:  # noqa: BLE001 - an LLM outage is an answer, not a crash
@@ -321,22 +323,15 @@ builder.add_conditional_edges("agent", route_after_agent)
 builder.add_edge("tools", "agent")
 
 
-def coordinator_llm(spec: str, stack: ExitStack) -> Any:
-    """The coordinator's LLM (None for `none`); the per-role spec when agents.roles offers one."""
-    from .llm import LLMSettings, LLMSpec, make_openai, parse_llm
+def coordinator_llm(spec: str, stack: ExitStack) -> tuple[Any, Any]:
+    """The coordinator role's LLM chain from an --llm spec (agents.roles: `openai:M`, `local`,
+    `coordinator=openai:M>local,default=none`, ...), with the role set it belongs to; (None, None)
+    when the coordinator has no LLM (free text then gets a hint)."""
+    from .roles import build, resolve
 
-    parsed = parse_llm(spec)
-    if parsed.provider == "none":
-        return None
-    settings = LLMSettings(timeout=600.0 if parsed.provider == "local" else 120.0, retries=1 if parsed.provider == "local" else 2)
-    if parsed.provider == "local":
-        from . import local_llm
-
-        server = stack.enter_context(local_llm.LocalLLMServer())
-        llm = make_openai(LLMSpec("openai", server.model, server.base_url), settings, api_key="local")
-        llm.name = "local"
-        return llm
-    return make_openai(parsed, settings)
+    roles = build(resolve(spec), stack)
+    llm = roles.get("coordinator") if roles is not None else None
+    return (llm, roles) if llm is not None else (None, None)
 
 
 class ChatSession:
@@ -356,7 +351,8 @@ class ChatSession:
         self.approve = bool(self.defaults.get("approve", True))
         self._listeners: list[Callable[[dict], None]] = []
         self.usage = Usage()
-        self.llm = coordinator_llm(self.defaults.get("llm") or "none", self._stack)
+        self.llm, self._roles = coordinator_llm(self.defaults.get("llm") or "none", self._stack)
+        self._turn = 0
         self.runs = RunManager(self.root, self.store, self.session.id, self.defaults, self._notify)
         self.graph = builder.compile(checkpointer=self.store.checkpointer)
         self._memory: Any = None

@@ -324,7 +324,7 @@ def _script() -> list[tuple]:
 
 def test_tool_calling_coordinator_streams_and_checks_prompts(tmp_path: Path) -> None:
     fake = StreamingFake(_script())
-    chat = _chat(tmp_path, llm=fake.llm)
+    chat = _chat(tmp_path, llm=f"coordinator={fake.llm}")  # the runs it starts use none (statistics)
     try:
         events = list(chat.send("search cifar100 with 12 evaluations"))
         assert [e["names"] for e in events if e["type"] == "calls"] == [["start_run"]]
@@ -342,7 +342,7 @@ def test_tool_calling_coordinator_streams_and_checks_prompts(tmp_path: Path) -> 
 def test_terminal_with_scripted_llm(tmp_path: Path) -> None:
     fake = StreamingFake(_script()[:2])
     try:
-        child = _spawn(tmp_path, "--llm", fake.llm)
+        child = _spawn(tmp_path, "--llm", f"coordinator={fake.llm}")
         _say(child, "search cifar100 with 12 evaluations", "start_run")
         child.expect("Started a CIFAR-100 search")
         child.expect("finished")
