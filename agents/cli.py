@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -28,6 +29,10 @@ from .runs_cli import runs
 
 app.command()(bench)
 app.command()(runs)
+from .cli_train import export, train
+
+app.command()(train)
+app.command()(export)
 from .cli_chat import chat, sessions, ui
 
 app.command()(chat)
@@ -239,6 +244,10 @@ def _print_summary(rec: dict) -> None:
         + (f" ({rec['target']}: lower is better)" if rec.get("direction") == "min" else ""),
         highlight=False, soft_wrap=True,
     )
+    if rec.get("evaluable") is not None:
+        console.print(f"table: {rec['evaluable']} architectures have a {rec['target']} result"
+                      + (" within the limits" if rec.get("limits") else "") + "; a proposal without one is replaced by the nearest that has",
+                      highlight=False, soft_wrap=True)
     if rec.get("limits"):
         from archlore.tools.constraints import format_limits
 
@@ -307,6 +316,7 @@ def show(
     console.print(f"analyst fed: {fed.get('source_cells') or 'no source table'}; target data: "
                   f"{fed.get('target_data') or '-'}", highlight=False, soft_wrap=True)
     _print_memory(rec)
+    _print_training(rec)
     if rec.get("defaults"):
         console.print("defaults: " + "; ".join(f"{k.replace('_', '-')} {v}" for k, v in rec["defaults"].items()),
                       highlight=False, soft_wrap=True)
@@ -343,13 +353,16 @@ def show(
         console.print(f"final filter ({f['size']} architectures): "
                       + "; ".join(f"{k}: {'/'.join(v)}" for k, v in f["allowed"].items()), highlight=False, markup=False)
     evals = rec.get("evaluations", [])
-    shown = evals if all_evals or len(evals) <= 30 else sorted(evals, key=lambda e: -e["valid"])[:10]
+    shown = evals if all_evals or len(evals) <= 30 else sorted(
+        evals, key=lambda e: (-e.get("fidelity", 0), -e["valid"] if e.get("valid") is not None else math.inf))[:10]
+    trained = bool(rec.get("training"))
     t = RichTable(title="evaluations" if shown is evals else f"the best 10 of {len(evals)} evaluations (--all lists every one)")
-    for col in ("#", "round", "arch", "valid", "test", "proposed by"):
+    for col in ("#", "round", "arch", "valid", "test", *(("epochs",) if trained else ()), "proposed by"):
         t.add_column(col, overflow="fold")
     for e in shown:
-        t.add_row(str(e["seq"]), str(e["round"]), e["arch"], f"{e['valid']:.4f}",
-                  "-" if e["test"] is None else f"{e['test']:.4f}", e["proposed_by"])
+        valid = "failed" if e.get("valid") is None else f"{e['valid']:.4f}"
+        t.add_row(str(e["seq"]), str(e["round"]), e["arch"], valid, "-" if e.get("test") is None else f"{e['test']:.4f}",
+                  *((str(e.get("fidelity", "-")),) if trained else ()), e["proposed_by"])
     console.print(t)
     events = rec.get("events", [])
     if events:
@@ -405,6 +418,36 @@ def _print_front(rec: dict) -> None:
     for f in front:
         t.add_row(str(f.get("seq", "")), f["arch"], *(f"{f[n]:.6g}" for n in names))
     console.print(t)
+
+
+def _print_training(rec: dict) -> None:
+    """A training run: what was trained on what, how, the failed candidates and the best's test accuracy."""
+    tr = rec.get("training")
+    if not tr:
+        return
+    d, r, fid = tr.get("data") or {}, tr.get("recipe") or {}, tr.get("fidelity") or {}
+    sizes = d.get("sizes") or {}
+    console.print(
+        f"training: builder {tr.get('builder')}{' ' + json.dumps(tr['model_options']) if tr.get('model_options') else ''} "
+        f"on {d.get('name')} ({sizes.get('train')}/{sizes.get('valid')}/{sizes.get('test')} train/valid/test, "
+        f"{d.get('split')}, split seed {d.get('split_seed')}, fingerprint {d.get('fingerprint')}); recipe {r.get('name')} "
+        f"(hash {r.get('hash')}), " + (f"successive halving on epochs {' -> '.join(map(str, fid.get('rungs', [])))} (eta {fid.get('eta')})"
+                                       if fid.get("successive_halving") else f"{fid.get('epochs')} epochs")
+        + f", device {tr.get('device')}", highlight=False, markup=False, soft_wrap=True,
+    )
+    final = tr.get("final")
+    if final:
+        console.print(f"best: valid {final['valid']:.2f}% after {final['epochs']} epochs; its test accuracy {final['test']:.2f}% "
+                      f"(the search saw validation accuracy only; `archlore train {rec['run_id']} --best` retrains it with "
+                      "the full recipe over seeds)", highlight=False, markup=False, soft_wrap=True)
+    failed = rec.get("failed") or []
+    if failed:
+        counted = "each counted against the budget" if tr.get("count_failed", True) else "not counted against the budget"
+        console.print(f"failed candidates ({len(failed)}, {counted}):", highlight=False)
+        for f in failed[:10]:
+            console.print(f"  {f['arch']}: {f['reason']}", highlight=False, markup=False, soft_wrap=True)
+        if len(failed) > 10:
+            console.print(f"  ... and {len(failed) - 10} more (--json lists them)", highlight=False)
 
 
 def _print_memory(rec: dict) -> None:

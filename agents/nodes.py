@@ -239,13 +239,22 @@ def search(state: State, runtime: Runtime[RunContext]) -> dict:
     proposer = make_proposer(ctx, principles, on_pick=picks.append)
     if ctx.objectives is not None:  # Pareto mode: the fitness strategies see is the non-domination rank
         proposer = ParetoProposer(proposer, ctx.objectives)
-    out = run_search(
-        proposer, ev, flt, target - ev.used, seed=ctx.settings.seed, proposed_by=f"{proposer.name}/r{rnd}",
-        round=rnd, widen=widen,
-        on_eval=lambda e: ctx.emit(kind="eval", used=ev.used, budget=ev.budget, best=ev.best().valid, arch=e.arch),
-    )
+    def on_eval(e: object) -> None:
+        best = ev.best()  # None while every candidate so far failed
+        ctx.emit(kind="eval", used=ev.used, budget=ev.budget, best=best.valid if best else None, arch=getattr(e, "arch", ""))
+
     update: dict = {}
     events = []
+    if ctx.settings.executor == "train" and ctx.settings.fidelity:
+        out, halving = _halving_step(ctx, proposer, flt, rnd, target - ev.used, widen, on_eval)
+        if halving is not None:
+            events.append({"event": "successive_halving", "node": "search", "round": rnd, **halving})
+    else:
+        batch = ctx.settings.concurrency if ctx.settings.executor == "train" and ctx.settings.concurrency > 1 else None
+        out = run_search(
+            proposer, ev, flt, target - ev.used, seed=ctx.settings.seed, proposed_by=f"{proposer.name}/r{rnd}",
+            round=rnd, widen=widen, on_eval=on_eval, **({"batch": batch} if batch else {}),
+        )
     chooser = getattr(proposer, "choose", None)
     if isinstance(proposer, RankSearch):
         calls = iter(chooser.calls if chooser is not None else [])
@@ -264,13 +273,89 @@ def search(state: State, runtime: Runtime[RunContext]) -> dict:
     return update
 
 
+def _halving_step(ctx: RunContext, proposer, flt: SpaceFilter, rnd: int, n: int, widen, on_eval):
+    """--fidelity: this step's `n` candidates, then successive halving on epochs over them
+    (tools/fidelity.py). Every rung's result is in the ledger with its epochs; a candidate costs
+    one evaluation however far it climbs.
+
+    The batch is proposed like a cluster's (each proposal sees the pending ones at the worst
+    value so far, the "constant liar") and written to the journal before anything is trained,
+    so a step re-run after a kill trains the same candidates and takes every finished rung from
+    the ledger: the budget stays exact.
+    """
+    from archlore.tools.errors import BudgetExhausted
+    from archlore.tools.fidelity import successive_halving
+    from archlore.tools.strategies import SearchOutcome
+
+    ev, s = ctx.evaluator, ctx.settings
+    space = ctx.space
+    planned = [b for b in ev.ledger.journal(s.run_id, "batch") if b.get("round") == rnd]
+    if planned:
+        archs = [space.from_string(a) for a in planned[-1]["archs"]]
+        flt = SpaceFilter(tuple(tuple(a) for a in planned[-1]["filter"]))
+        exhausted = planned[-1].get("exhausted", False)
+    else:
+        archs, flt, exhausted = _propose_batch(proposer, ev, flt, min(n, ev.remaining), s.seed, widen)
+        ev.ledger.write_journal(s.run_id, rnd, "search-batch", {"batch": [
+            {"round": rnd, "archs": [space.to_string(a) for a in archs], "filter": flt.to_json(), "exhausted": exhausted}]})
+    if not archs:
+        return SearchOutcome(0, "exhausted" if exhausted else "budget", flt), None
+    before = ev.used
+    try:
+        res = successive_halving(ev, archs, min_epochs=s.min_epochs, max_epochs=s.rungs()[-1], eta=s.eta,
+                                 proposed_by=f"{proposer.name}/r{rnd}", round=rnd)
+    except BudgetExhausted:
+        return SearchOutcome(0, "budget", flt), None
+    for e in ev.history[-len(archs):]:
+        on_eval(e)
+    done = ev.used - before
+    halving = {**res.to_dict(), "best": res.best.arch if res.best else None}
+    return SearchOutcome(done, "exhausted" if exhausted else "done", flt), halving
+
+
+def _propose_batch(proposer, ev, flt: SpaceFilter, k: int, seed: int, widen):
+    """`k` new candidates inside `flt` (widened when it runs out), proposed one by one with the
+    pending ones in the history at the worst value so far; (archs, filter, exhausted)."""
+    from archlore.tools.errors import SpaceExhausted
+    from archlore.tools.spaces import sample_unseen
+    from archlore.tools.strategies import step_rng
+
+    space = ev.space
+    history = list(ev.pairs())
+    liar = min((v for _, v in history), default=0.0)
+    known = {tuple(a) for a, _ in history}
+    history += [(tuple(a), liar) for a in ev.seen() if tuple(a) not in known]  # failed ones too: never again
+    taken = {tuple(a) for a, _ in history}
+    picks: list[tuple[int, ...]] = []
+    while len(picks) < k:
+        rng = step_rng(seed, len(history))
+        try:
+            arch = tuple(proposer.propose(space, history, flt, rng))
+            if arch in taken:
+                arch = tuple(sample_unseen(space, rng, taken, flt))
+        except SpaceExhausted:
+            if picks:
+                break
+            wider = widen(flt) if widen else None
+            if wider is None or wider.size() <= flt.size():
+                return picks, flt, True
+            flt = wider.check(space)
+            continue
+        picks.append(arch)
+        taken.add(arch)
+        history.append((arch, liar))
+    return picks, flt, False
+
+
 def assess(state: State, runtime: Runtime[RunContext]) -> dict:
     """LAPT's adaptation rule: improved -> update the principles; stalled -> branch from the originals."""
     ctx = runtime.context
     ev = ctx.evaluator
     best = ev.best()
-    if ev.remaining <= 0 or state.get("stopped") == "exhausted" or best is None:
+    if ev.remaining <= 0 or state.get("stopped") == "exhausted" or not ev.history:
         return {"done": True}
+    if best is None:  # every candidate so far failed (recorded with its reason): search on, same principles
+        return {"mode": "branch", "round": state.get("round", 0) + 1, "next_check": ev.used + ctx.settings.check_every}
     prev = state.get("best_at_check")
     improved = prev is None or best.valid > prev
     return {

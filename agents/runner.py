@@ -109,6 +109,8 @@ def preflight(settings: RunSettings, table: Table | None = None) -> tuple[Search
         if table is None:
             raise DataError(f"space {space.name!r} has no table: pass --table FILE.csv or --executor train")
         table.check_task(settings.target)
+    if settings.executor == "train":
+        check_training(settings, space)
     evaluable = evaluable_cells(settings, space, table)
     if settings.budget > evaluable:
         log.warning(
@@ -119,19 +121,75 @@ def preflight(settings: RunSettings, table: Table | None = None) -> tuple[Search
     return space, table
 
 
+def dataset_name(spec: str) -> str:
+    """The task name of a data set spec, without reading it (`npz:/data/x.npz` -> `npz:x`)."""
+    kind, _, path = spec.partition(":")
+    if kind in ("folder", "npz") and path:
+        p = Path(path.rstrip("/\\")).expanduser()
+        return f"{kind}:{p.stem if kind == 'npz' else p.name}"
+    return spec.lower()
+
+
+def builder_spec(settings: RunSettings, space: SearchSpace) -> tuple[str, dict[str, Any]]:
+    """The builder a training run uses and its explicit options: `--model`, else the space
+    file's `model:` entry (with its options), else "auto" (the space's default builder)."""
+    entry = getattr(space, "model", None) or {}
+    spec = settings.model or str(entry.get("builder") or "auto")
+    options = dict(entry.get("options") or {}) if spec == entry.get("builder") else {}
+    return spec, {**options, **settings.model_options}
+
+
+def check_training(settings: RunSettings, space: SearchSpace) -> None:
+    """Before anything is created: the data set loads, and the builder resolves, takes the
+    options and builds one candidate of the space (builders.preflight): a ConfigError or
+    DataError at the start instead of every candidate failing."""
+    from archlore.tools.builders import default_builder, resolve_builder
+    from archlore.tools.builders import preflight as check_builder
+    from archlore.tools.data import load_dataset
+    from archlore.tools.training import _accepted_options
+
+    data = load_dataset(settings.dataset, root=settings.data_root, split_seed=settings.split_seed)
+    spec, options = builder_spec(settings, space)
+    if spec == "auto":
+        spec = default_builder(space, data.shape)
+    recipe = settings.training_recipe()
+    options = {**_accepted_options(resolve_builder(spec), recipe.model), **options}
+    check_builder(spec, space, data.shape, options)
+
+
 def make_executor(settings: RunSettings, space: SearchSpace, table: Table | None) -> Executor:
     if settings.executor == "train":
+        from archlore.tools.train_cache import TrainCache
         from archlore.tools.training import TrainingExecutor
 
-        kwargs = {"epochs": settings.train_epochs} if settings.train_epochs else {}
+        spec, options = builder_spec(settings, space)
         # one thread by default: on a busy 2-core machine torch's default was 5-20x slower
         threads = env().archlore_train_threads or None
-        trainer = TrainingExecutor(space, settings.target, seed=settings.seed, threads=threads, **kwargs)
+        trainer = TrainingExecutor(
+            space, _dataset(settings), builder=spec, recipe=settings.training_recipe(), model_options=options,
+            device=settings.device, seed=settings.seed, cache=TrainCache.default(), threads=threads,
+            concurrency=settings.concurrency,
+        )
         if not settings.limits:
             return trainer
         return ConstrainedExecutor(trainer, cost_function(settings, trainer, table), settings.limits)
     assert table is not None, "preflight checks that a tabular run has a table"
     return TabularExecutor(table, settings.target)  # limits: preflight already cut the table
+
+
+def _dataset(settings: RunSettings) -> Any:
+    from archlore.tools.data import load_dataset
+
+    return load_dataset(settings.dataset, root=settings.data_root, split_seed=settings.split_seed)
+
+
+def trainer_of(executor: Any) -> Any:
+    """The TrainingExecutor inside an executor's wrappers (cost limits, a cluster), or None."""
+    for _ in range(4):
+        if callable(getattr(executor, "record", None)) and hasattr(executor, "recipe"):
+            return executor
+        executor = getattr(executor, "inner", None)
+    return None
 
 
 def cost_function(settings: RunSettings, executor: Any, table: Table | None) -> CostFunction:
@@ -166,12 +224,15 @@ def default_tasks(space: str, table: str | None) -> list[str]:
     import csv
 
     try:
-        roles = get_space(space).columns
+        from archlore.tools.tables import default_role
+
+        given = get_space(space).columns
         with open(table, newline="", encoding="utf-8-sig") as fh:
             header = [h.strip() for h in next(csv.reader(fh), [])]
     except (OSError, UnicodeDecodeError, ArchloreError, csv.Error):
         return []  # the preflight says what is wrong, with its own message
-    return [h for h in header if h and h != "arch" and not h.endswith("_test") and roles.get(h, "max") in {"max", "min"}]
+    return [h for h in header if h and h != "arch" and not h.endswith("_test")
+            and given.get(h, default_role(h) or "max") in {"max", "min"}]
 
 
 def on_cluster(executor: Executor, settings: RunSettings) -> Executor:
@@ -229,7 +290,7 @@ def build_context(
     return RunContext(
         settings=settings,
         space=space,
-        evaluator=Evaluator(executor, ledger, settings.run_id, settings.budget),
+        evaluator=Evaluator(executor, ledger, settings.run_id, settings.budget, count_failed=settings.count_failed),
         source=SourceView(table, [settings.source], target=settings.target) if settings.source else None,
         target_description=settings.task_description or TASK_DESCRIPTIONS.get(settings.target, settings.target),
         source_description=TASK_DESCRIPTIONS.get(settings.source or "", settings.source or ""),
@@ -280,13 +341,14 @@ def build_record(ctx: RunContext, state: dict) -> dict:
                 f"{ctx.source.n_known(s.source)} cells of {s.source} (validation only), top {s.top_n} "
                 f"for statistics, top {s.show_n} as layer lists"
             ) if ctx.source is not None and s.source else None,
-            "target_data": f"only this run's own evaluations ({len(evs)} cells, through the executor)",
+            "target_data": f"only this run's own evaluations ({len(ctx.evaluator.results())} cells, through the executor)",
             "memory": [r["run_id"] for r in state.get("recalled", [])],
         },
         "evaluations": evaluations,
-        "used": len(evs),
+        "used": ctx.evaluator.used,  # unique architectures (a candidate's rungs count once)
         "best": _user_numbers({"arch": best.arch, "valid": best.valid, "test": best.test}, flip) if best else None,
         "direction": "min" if flip else "max",
+        "evaluable": int(table.n_known(s.target)) if table is not None else None,
         "limits": dict(s.limits),
         "objectives": list(s.objectives),
         "front": _front(ctx, evaluations),
@@ -302,7 +364,30 @@ def build_record(ctx: RunContext, state: dict) -> dict:
         "recalled": state.get("recalled", []),
         "remembered": state.get("remembered", []),
         "remembered_data_tasks": state.get("remembered_data_tasks", []),
-        "stopped": state.get("stopped") or ("budget" if len(evs) >= s.budget else "unknown"),
+        "stopped": state.get("stopped") or ("budget" if ctx.evaluator.used >= s.budget else "unknown"),
+        "failed": [{"seq": e.seq, "arch": e.arch, "reason": e.reason, "fidelity": e.fidelity}
+                   for e in ctx.evaluator.failed()],
+        "training": _training_record(ctx),
+    }
+
+
+def _training_record(ctx: RunContext) -> dict | None:
+    """How candidates were trained (a training run only): the builder and its options, the recipe
+    and its hash, the data set with its split and fingerprint, the fidelity schedule, and the
+    best architecture's test accuracy (the search saw only validation accuracy)."""
+    trainer = trainer_of(ctx.evaluator.executor)
+    if trainer is None:
+        return None
+    s = ctx.settings
+    best = ctx.evaluator.best()
+    return {
+        **trainer.record(),
+        "dataset": s.dataset,
+        "fidelity": {"successive_halving": s.fidelity, "rungs": s.rungs(), "eta": s.eta} if s.fidelity
+        else {"successive_halving": False, "epochs": trainer.recipe.epochs},
+        "count_failed": s.count_failed,
+        "final": None if best is None else {"arch": best.arch, "valid": best.valid, "test": best.test,
+                                            "epochs": best.fidelity},
     }
 
 
