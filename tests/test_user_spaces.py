@@ -162,3 +162,18 @@ def test_builtin_schedule_whatever_the_spelling():
         s = RunSettings(run_id="x", space=name)
         assert (s.warmup, s.check_every, s.top_k, s.max_choices) == (5, 5, 5, 2)
     assert RunSettings(run_id="x", space="TNB101", target="autoencoder", source="jigsaw").max_choices == 3
+
+
+def test_known_cost_and_error_names_get_their_roles_without_a_columns_entry(tmp_path):
+    space_file = tmp_path / "s.yaml"
+    space_file.write_text("name: s\npositions:\n  a: [x, y]\n  b: [x, y]\n")
+    table_file = tmp_path / "t.csv"
+    table_file.write_text("arch,val_loss,acc,params,latency\nx-x,0.5,80,100,1.0\nx-y,0.4,82,200,2.0\ny-x,0.3,85,300,3.0\n")
+    table = load_user_csv(table_file, load_space_file(space_file))
+    assert table.tasks == ("val_loss", "acc") and set(table.cost) == {"params", "latency"}
+    assert table.lower_is_better == {"val_loss"}
+    code, out = _run(["run", "--space", str(space_file), "--table", str(table_file), "--target", "acc",
+                      "--source", "params", "--runs-dir", str(tmp_path / "r")])
+    assert code == 2 and "'params' is a cost column" in out and "--max params=VALUE" in out
+    code, out = _run(["run", "--space", str(space_file), "--table", str(table_file), "--runs-dir", str(tmp_path / "r")])
+    assert code == 2 and "val_loss, acc: pick one with --target" in out

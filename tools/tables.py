@@ -75,6 +75,11 @@ class Table:
         return -value if task in self.lower_is_better else value
 
     def check_task(self, task: str) -> str:
+        if task not in self.valid and task in self.cost:
+            raise DataError(
+                f"{task!r} is a cost column of {self.source}, not a task: limit it with --max {task}=VALUE or trade "
+                f"it off with --objective TARGET,{task}; tasks: {', '.join(self.valid)}"
+            )
         if task not in self.valid:
             raise DataError(f"unknown task {task!r} for {self.source}: use one of {', '.join(self.valid)}")
         return task
@@ -284,6 +289,21 @@ def load_tnb101(data_dir: str | Path | None = None) -> Table:
     return Table(space, f"TransNAS-Bench-101 micro ({path})", valid)
 
 
+COST_NAMES = frozenset({"params", "flops", "macs", "latency", "params_mb", "flops_m", "latency_ms", "memory_mb"})
+
+
+def default_role(column: str) -> str | None:
+    """A column's role when the space file gives none: a known cost name (params, flops, macs,
+    latency...) is a cost, a name ending in `error` or `loss` a lower-is-better metric; others are
+    higher-is-better metrics (None). The space file's `columns:` always wins."""
+    name = column.lower()
+    if name in COST_NAMES:
+        return "cost"
+    if name.endswith(("error", "loss", "err")):
+        return "min"
+    return None
+
+
 MAX_TABLE_CELLS = 20_000_000  # a dense table keeps one float per cell of the space and task
 
 
@@ -350,8 +370,8 @@ def load_user_csv(
             f"{path} has no {encoding_column!r} column (its columns: {', '.join(names)[:200]}): "
             f"name the column that holds the architectures {encoding_column!r}"
         )
-    roles = getattr(space, "columns", {}) or {}
-    unknown_roles = sorted(c for c in roles if c not in names and c.removesuffix(test_suffix) not in names)
+    roles = {**{c: r for c in names if (r := default_role(c))}, **(getattr(space, "columns", {}) or {})}
+    unknown_roles = sorted(c for c in getattr(space, "columns", {}) or {} if c not in names and c.removesuffix(test_suffix) not in names)
     if unknown_roles:
         raise DataError(
             f"{path}: the space file gives roles to column(s) {', '.join(unknown_roles)} that the table lacks "
