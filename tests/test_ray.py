@@ -142,7 +142,7 @@ def _count(db: Path) -> int:
 
 def test_the_driver_killed_and_resumed_spends_the_budget_exactly(tmp_path: Path):
     db = tmp_path / "team.db"
-    env = {**os.environ, "ARCHLORE_TEST_TAG": TAG, "ARCHLORE_TRAIN_THREADS": "1"}
+    env = {**os.environ, "ARCHLORE_TEST_TAG": TAG, "ARCHLORE_TRAIN_THREADS": "1", "ARCHLORE_TRAIN_CACHE": "off"}
     cmd = [*RUN, "--storage", f"sqlite:///{db}"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

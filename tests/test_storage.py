@@ -208,3 +208,51 @@ def test_two_concurrent_runs_lose_no_write(storage_url):
             assert len(store.ledger.journal(rid, "event")) == 5 * (n // 5)
             assert len(store.record(rid)["evaluations"]) == n
         assert sorted(r.run_id for r in store.runs()) == ["alice", "bob"]
+
+
+AGENT = [sys.executable, "-m", "archlore.agents.cli", "run", "--space", "nb201", "--executor", "train",
+         "--target", "digits", "--source", "none", "--budget", "5", "--warmup", "2", "--check-every", "2",
+         "--train-epochs", "1", "--memory", "off", "-q"]
+
+
+def _cli(*args: str, url: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "archlore.agents.cli", *args, "--storage", url], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "ARCHLORE_TRAIN_THREADS": "1", "ARCHLORE_TRAIN_CACHE": "off"})
+
+
+@pytest.mark.slow
+def test_two_agent_runs_at_once_one_killed_and_resumed(storage_url, tmp_path: Path):
+    """Two runs share one storage at the same time; one is killed -9 mid-way and resumed."""
+    env = {**os.environ, "ARCHLORE_TRAIN_THREADS": "1", "ARCHLORE_TRAIN_CACHE": "off"}
+    procs = {rid: subprocess.Popen([*AGENT, "--run-id", rid, "--storage", storage_url], cwd=tmp_path, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rid in ("alice", "bob")}
+    with RunStore(storage_url) as store:
+        deadline = time.time() + 240
+        while len(store.ledger.evaluations("alice")) < 2:
+            assert procs["alice"].poll() is None, procs["alice"].stderr.read()[-2000:]
+            assert time.time() < deadline, "alice recorded no evaluation in time"
+            time.sleep(0.2)
+        procs["alice"].send_signal(signal.SIGKILL)
+        procs["alice"].wait(timeout=30)
+        _, errs = procs["bob"].communicate(timeout=300)
+        assert procs["bob"].returncode == 0, errs[-2000:]
+        killed_at = len(store.ledger.evaluations("alice"))
+        assert 2 <= killed_at < 5
+        assert {r.run_id: r.status for r in store.runs()} == {"alice": "running", "bob": "finished"}
+    shown = _cli("show", "alice", url=storage_url, cwd=tmp_path)  # a killed run is shown from the ledger
+    assert shown.returncode == 0 and f"{killed_at}/5 evaluations" in shown.stdout, shown.stderr
+    again = _cli("run", "--run-id", "alice", "--space", "nb201", "--executor", "train", "--target", "digits",
+                 "--source", "none", url=storage_url, cwd=tmp_path)
+    assert again.returncode == 2 and "pass --resume alice" in again.stderr
+    resumed = _cli("run", "--resume", "alice", "-q", url=storage_url, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    with RunStore(storage_url) as store:
+        for rid in ("alice", "bob"):
+            archs = [e.arch for e in store.ledger.evaluations(rid)]
+            assert len(archs) == 5 and len(set(archs)) == 5  # every candidate once, the budget exact
+            assert len(store.record(rid)["evaluations"]) == 5
+    listed = _cli("runs", url=storage_url, cwd=tmp_path)
+    assert listed.returncode == 0 and "alice" in listed.stdout and "bob" in listed.stdout
+    assert "5/5" in listed.stdout
