@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 DATA ?= $(if $(ARCHLORE_DATA),$(ARCHLORE_DATA),../shared/data)
 DEMO_SOURCE := $(if $(wildcard $(DATA)/nb201/nb201_all.csv),cifar10,none)
 
-.PHONY: setup setup-local demo test test-local test-all bench clean
+.PHONY: setup setup-local setup-team demo test test-local test-all bench clean
 
 $(BIN)/.archlore-base: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,13 @@ $(BIN)/.archlore-local: $(BIN)/.archlore-base
 setup: $(BIN)/.archlore-base
 
 setup-local: $(BIN)/.archlore-local
+
+# Ray and the Postgres client, for --cluster / --storage postgresql:// and their tests (CI installs them)
+$(BIN)/.archlore-team: $(BIN)/.archlore-base
+	$(BIN)/pip install -q -e '.[ray,postgres,dev]'
+	touch $@
+
+setup-team: $(BIN)/.archlore-team
 
 demo: setup-local
 	$(BIN)/archlore run --space nb201 --executor train --target digits --source $(DEMO_SOURCE) \
