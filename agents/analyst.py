@@ -415,16 +415,16 @@ def _prompt(ctx: RunContext, mode: Mode, current: list[Principle], original: lis
             source=s.source, source_description=ctx.source_description, target=s.target,
             target_description=ctx.target_description, cell_description=describe_space(space),
             show_n=len(ev.shown), metric=metric, layer_lists=render_cells(space, ev.shown),
-            top_n=ev.n_top, n_cells=ev.n_cells, evidence=render_evidence(ev.stats), recalled=rec,
+            top_n=ev.n_top, n_cells=ev.n_cells, evidence=render_evidence(ev.stats, ev.costs), recalled=rec,
         )
     if mode == "update":
         return prompts.ANALYST_UPDATE.format(
             target=s.target, principles=render_principles(current), top_k=len(ev.shown), metric=metric,
-            n_evaluated=ev.n_cells, layer_lists=render_cells(space, ev.shown), evidence=render_evidence(ev.stats),
+            n_evaluated=ev.n_cells, layer_lists=render_cells(space, ev.shown), evidence=render_evidence(ev.stats, ev.costs),
         )
     return prompts.ANALYST_BRANCH.format(
         target=s.target, check_every=s.check_every, principles=render_principles(original),
-        n_evaluated=ev.n_cells, evidence=render_evidence(ev.stats),
+        n_evaluated=ev.n_cells, evidence=render_evidence(ev.stats, ev.costs),
     )
 
 

@@ -45,7 +45,7 @@ def recall(state: State, runtime: Runtime[RunContext]) -> dict:
     recalled too, and each recalled principle's `data_tasks` shows it.
     """
     ctx = runtime.context
-    ev = analyst.source_evidence(ctx)
+    ev = _cost_evidence(ctx, analyst.source_evidence(ctx), ctx.source.all_cells(ctx.settings.source) if ctx.source and ctx.settings.source else [])
     update: dict = {"evidence": ev.to_json() if ev else None, "recalled": []}
     if ctx.memory is None:
         return update
@@ -182,6 +182,18 @@ def task_text(ctx: RunContext) -> str:
     if not objectives:
         return ctx.target_description
     return f"{ctx.target_description} (Pareto trade-off: {' vs '.join(objectives)})"
+
+
+def _cost_names(ctx: RunContext) -> list[str]:
+    s = ctx.settings
+    return list(dict.fromkeys(n for n in (*s.limits, *s.objectives[1:]) if n != s.target))
+
+
+def _cost_evidence(ctx: RunContext, ev: Evidence | None, cells) -> Evidence | None:
+    """With a cost limit or a cost objective, the evidence also says what each choice costs."""
+    if ev is None or ctx.cost is None or not cells or not _cost_names(ctx):
+        return ev
+    return ev.with_costs(ctx.space, cells, [ctx.cost.cost_of(a) for a, _ in cells], _cost_names(ctx))
 
 
 def with_costs(ctx: RunContext, principles: list[Principle]) -> list[Principle]:
@@ -363,7 +375,7 @@ def assess(state: State, runtime: Runtime[RunContext]) -> dict:
         "round": state.get("round", 0) + 1,
         "next_check": ev.used + ctx.settings.check_every,
         "best_at_check": best.valid,
-        "evidence": analyst.run_evidence(ctx).to_json(),  # the next round's, computed once here
+        "evidence": _cost_evidence(ctx, analyst.run_evidence(ctx), ctx.evaluator.pairs()).to_json(),  # the next round's, computed once here
     }
 
 

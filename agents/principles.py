@@ -377,12 +377,18 @@ def _option(name: str, s: ChoiceStat | None) -> str:
     return name if s is None else f"{name} (top share {s.top_share:.0%}, share {s.base_share:.0%}, lift {s.lift:.2f})"
 
 
-def render_evidence(stats: Sequence[Sequence[ChoiceStat]]) -> str:
-    """Per position, the options ranked by evidence alone, with their shares (prompts, memory recall)."""
-    return "\n".join(
+def render_evidence(stats: Sequence[Sequence[ChoiceStat]], costs: Sequence[Any] = ()) -> str:
+    """Per position, the options ranked by evidence alone, with their shares (prompts, memory recall);
+    with cost effects (`Evidence.costs`, a limit or cost objective is set), what each choice costs."""
+    text = "\n".join(
         f"{col[0].position}: " + ", ".join(_option(col[c].choice, col[c]) for c in rank_column(len(col), col))
         for col in stats if col
     )
+    if costs:
+        big = sorted(costs, key=lambda c: -abs(c.share))[:12]
+        text += "\ncosts (mean over the cells with the choice against those without):\n" + "\n".join(
+            f"- {c.sentence()}" for c in big)
+    return text
 
 
 def render_options(space: SearchSpace, ranking: Sequence[Sequence[int]], stats: Sequence[Sequence[ChoiceStat]] | None) -> str:

@@ -107,3 +107,21 @@ def test_constrained_nb201_run_never_evaluates_a_cell_over_a_limit(data_dir):
     # the best cell found is no better than the best feasible cell
     feasible = constrain_table(full, limits)
     assert rec["best"]["valid"] <= np.nanmax(feasible.valid["cifar100"])
+
+
+def test_evidence_carries_cost_effects_per_choice_for_the_analyst():
+    from archlore.agents.principles import render_evidence
+    from archlore.tools.evidence import Evidence
+
+    t = _table()
+    cells = [(t.space.from_index(i), float(t.valid["acc"][i])) for i in range(t.space.size())]
+    costs = [TableCost(t).cost_of(a) for a, _ in cells]
+    ev = Evidence.compute(t.space, cells, label="x", origin="run", task="acc", n_top=5, shown=cells[:3])
+    ev = ev.with_costs(t.space, cells, costs, ["flops"])
+    # flops depend on p0 only: c at p0 costs more than the others, p1 and p2 cost nothing extra
+    by = {(c.position, c.choice): c for c in ev.costs}
+    assert by[("p0", "c")].share > 0.4 and by[("p0", "a")].share < 0 and abs(by[("p1", "c")].share) < 1e-9
+    assert by[("p0", "c")].metric_delta > 0
+    assert Evidence.from_json(ev.to_json()) == ev
+    text = render_evidence(ev.stats, ev.costs)
+    assert "costs (mean over" in text and "c at p0 costs +" in text

@@ -179,6 +179,7 @@ class Evidence:
     stats: list[list[ChoiceStat]]
     shown: list[tuple[Arch, float]]  # the best cells, rendered to the LLM as layer lists
     effects: list[ChoiceEffect] = field(default_factory=list)  # run evidence only
+    costs: list[CostEffect] = field(default_factory=list)  # with a cost limit or objective: `with_costs`
 
     @classmethod
     def compute(
@@ -203,6 +204,7 @@ class Evidence:
             "stats": [[{**asdict(s), "mean_metric": _num(s.mean_metric)} for s in col] for col in self.stats],
             "shown": [[list(a), m] for a, m in self.shown],
             "effects": [asdict(e) for e in self.effects],
+            "costs": [asdict(c) for c in self.costs],
         }
 
     @classmethod
@@ -212,7 +214,14 @@ class Evidence:
             [[ChoiceStat(**{**s, "mean_metric": _unnum(s["mean_metric"])}) for s in col] for col in raw["stats"]],
             [(tuple(a), m) for a, m in raw["shown"]],
             [ChoiceEffect(**e) for e in raw.get("effects", [])],
+            [CostEffect(**c) for c in raw.get("costs", [])],
         )
+
+    def with_costs(self, space: SearchSpace, cells: Cells, costs: Sequence[dict[str, float]], names: Sequence[str]) -> Evidence:
+        """This evidence plus what each choice costs over the same `cells` (`cost_effects`)."""
+        from dataclasses import replace
+
+        return replace(self, costs=cost_effects(space, cells, costs, names))
 
 
 @dataclass(frozen=True)
