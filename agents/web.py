@@ -84,7 +84,7 @@ def build(sessions: Sessions) -> None:
 
         with ui.row().classes("w-full no-wrap items-start"):
             with ui.column().classes("w-1/2"):
-                messages = ui.column().classes("w-full h-[60vh] overflow-auto").props("id=messages")
+                messages = ui.scroll_area().classes("w-full h-[60vh]").props("id=messages")
                 with messages:
                     for role, text, image in chat.history():
                         _bubble(role, text, image)
@@ -121,7 +121,8 @@ def build(sessions: Sessions) -> None:
                 _bubble("user", text, None)
                 reply = ui.chat_message(name="archlore", sent=False).classes("w-full")
             with reply:
-                body = ui.markdown("…")
+                body = ui.label("…").classes("whitespace-pre-wrap")
+            messages.scroll_to(percent=1.0)
             events: list[dict] = []
             done = threading.Event()
 
@@ -151,7 +152,8 @@ def build(sessions: Sessions) -> None:
                     elif t == "image":
                         with reply:
                             ui.image(_png_url(Path(ev["path"]).read_bytes())).classes("w-full")
-                body.set_content(_md("\n\n".join(p for p in parts + [buf] if p)) or "…")
+                body.set_text("\n".join(p for p in parts + [buf] if p) or "…")
+                messages.scroll_to(percent=1.0)
             await _refresh(force=True)
 
         send_btn.on_click(_send)
@@ -183,6 +185,7 @@ def build(sessions: Sessions) -> None:
             ans = await run.io_bound(chat_tools.call, chat, name, args)
             with messages:
                 _bubble("assistant", ans.text, None)
+            messages.scroll_to(percent=1.0)
             await _refresh(force=True)
 
         def _show_approval(w: dict | None) -> None:
@@ -240,6 +243,7 @@ def build(sessions: Sessions) -> None:
                 state["rendering"] = False
 
         ui.timer(1.0, _refresh)
+        ui.timer(0.3, lambda: messages.scroll_to(percent=1.0), once=True)  # a reopened session shows its latest turn
 
 
 def _figures(chat: ChatSession, rec: dict) -> dict[str, bytes]:
@@ -254,16 +258,11 @@ def _data_tasks(row: dict) -> list[str]:
     return sorted({t for c in prov if isinstance(c, dict) for t in (c.get("data_tasks") or [])}) if isinstance(prov, list) else []
 
 
-def _md(text: str) -> str:
-    """Plain answers shown as markdown: keep their line breaks and indentation."""
-    return "\n".join(("&nbsp;&nbsp;" + line.lstrip()) if line.startswith("  ") else line for line in text.split("\n")).replace("\n", "  \n")
-
-
 def _bubble(role: str, text: str, image: str | None) -> None:
     from nicegui import ui
 
     with ui.chat_message(name="you" if role == "user" else "archlore", sent=role == "user").classes("w-full"):
-        ui.markdown(_md(text))
+        ui.label(text).classes("whitespace-pre-wrap")  # answers are plain text: names like nor_conv_3x3 stay as they are
         if image and Path(image).is_file():
             ui.image(_png_url(Path(image).read_bytes())).classes("w-full")
 
