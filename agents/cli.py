@@ -305,6 +305,11 @@ def show(
 
         try:
             plots.save(rec, plot, baselines=plots.baseline_curves(rec))
+            if rec.get("front"):  # a Pareto run: its evaluations and front beside the figure
+                from archlore.benchmarks.plots import plot_front
+
+                front_file = plot_front(rec, plot.with_name(f"{plot.stem}-front{plot.suffix}"))
+                err.print(f"Pareto front: {front_file}", highlight=False)
         except ArchloreError as exc:
             _fail(exc)
         err.print(f"figure: {plot}", highlight=False)

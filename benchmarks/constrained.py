@@ -243,14 +243,14 @@ def markdown(payload: dict) -> str:
 
 
 def plot(payload: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     targets = [p[0] for p in payload["settings"]["pairs"]]
     strategies = payload["settings"]["strategies"]
-    fig, axes = plt.subplots(2, len(targets), figsize=(4.5 * len(targets), 7.5), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(targets), 7.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, len(targets), squeeze=False)
     for j, target in enumerate(targets):
         ax = axes[0][j]
         for k, name in enumerate(strategies):
@@ -273,7 +273,6 @@ def plot(payload: dict, path: Path) -> None:
         ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a script

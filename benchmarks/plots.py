@@ -106,3 +106,26 @@ def plot_curves(payload: dict, path: str | Path) -> Path:
     )
     fig.savefig(path, dpi=110)
     return Path(path)
+
+
+def plot_front(record: dict, path: Path) -> Path:
+    """A Pareto run's evaluations and its front (`record["front"]`), first two objectives, in the
+    user's own numbers (costs and lower-is-better metrics as they are)."""
+    names = record.get("objectives") or []
+    if len(names) < 2 or not record.get("front"):
+        raise ValueError("the record has no Pareto front: run with --objective TARGET,COST")
+    x, y = names[1], names[0]
+    fig = Figure(figsize=(6, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    pts = [e["objectives"] for e in record["evaluations"] if e.get("objectives")]
+    ax.scatter([p[x] for p in pts], [p[y] for p in pts], s=12, color="0.6", label=f"evaluated ({len(pts)})")
+    front = sorted(record["front"], key=lambda f: f[x])
+    ax.plot([f[x] for f in front], [f[y] for f in front], "o-", color="C3", ms=5, label=f"front ({len(front)})")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(f"{record['run_id']}: {y} vs {x}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return Path(path)

@@ -92,6 +92,10 @@ def test_pareto_run_returns_the_front_of_its_evaluations(small, tmp_path):
         assert f["flops"] == table.cost["flops"][i]
     res = CliRunner().invoke(app, ["show", "p", "--runs-dir", str(runs)])
     assert res.exit_code == 0 and "Pareto front" in res.output
+    from archlore.benchmarks.plots import plot_front
+
+    png = plot_front(rec, tmp_path / "front.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_objective_names_are_checked(small, tmp_path):
