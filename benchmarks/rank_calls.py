@@ -1,8 +1,10 @@
 """Per-call figures of the LLM in run records: `python -m archlore.benchmarks.rank_calls RECORD.json ...`.
 
 For each record: the rank chooser's calls (prompt tokens, output tokens, seconds; how each answer
-was taken; the share of steps whose choice differs from the surrogate's, i.e. from `--llm none`),
-the other nodes' LLM use from `tokens.per_node`, and the best validation value.
+was taken; the share of calls whose choice differs from the surrogate's, i.e. from `--llm none`),
+the other nodes' LLM use from `tokens.per_node`, the best validation value, and (NB201 and TransNAS
+records, when the benchmark data is found: `ARCHLORE_DATA`) the run's scores under the space's
+LAPT protocol, as `archlore bench` computes them.
 """
 
 from __future__ import annotations
@@ -33,9 +35,29 @@ def summarize(record: dict) -> dict:
     }
 
 
+def protocol_scores(record: dict) -> dict:
+    from archlore.benchmarks import protocols as P
+    from archlore.tools.errors import ArchloreError
+    from archlore.tools.tables import load_table
+
+    name = {"nb201": "lapt-nb201", "tnb101": "lapt-tnb101"}.get(record.get("space", ""))
+    if name is None:
+        return {}
+    try:
+        table = load_table(record["space"], None)
+    except ArchloreError:
+        return {}
+    proto = P.get_protocol(name)
+    target = record["target"]
+    cells = [table.space.index(table.space.parse(e["arch"])) for e in record["evaluations"]]
+    scores = proto.score(P.Trace.from_table(table, target, cells), proto.facts(table, target))
+    return {k: (round(float(v), 3) if v is not None else None) for k, v in scores.items()}
+
+
 def main(paths: list[str]) -> None:
     for p in paths:
-        print(json.dumps(summarize(json.loads(Path(p).read_text()))))
+        record = json.loads(Path(p).read_text())
+        print(json.dumps({**summarize(record), **protocol_scores(record)}))
 
 
 if __name__ == "__main__":
