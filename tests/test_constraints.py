@@ -86,6 +86,24 @@ def test_constrained_executor_refuses_over_limit_cells_unevaluated():
     assert known == {a for a in t.space.all_archs() if sum(a) <= 2}
 
 
+def test_costly_cost_functions_are_asked_locally_not_over_the_whole_space():
+    t = _table()
+    asked = []
+
+    class Slow:  # like the training executor's cost_of: a model built per call
+        def cost_of(self, arch):  # noqa: ANN001
+            asked.append(arch)
+            return TableCost(t).cost_of(arch)
+
+    ex = ConstrainedExecutor(TabularExecutor(t, "acc"), Slow(), {"params": 3000.0}, sample=0)
+    with pytest.raises(OverLimit):
+        ex.evaluate((1, 1, 1))
+    asked.clear()
+    near = {t.space.from_index(int(i)) for i in ex.known()}
+    # the feasible cells one change away from the refused (1, 1, 1), found without enumerating the space
+    assert near == {(0, 1, 1), (1, 0, 1), (1, 1, 0)} and len(asked) == 6
+
+
 @needs_data
 def test_constrained_nb201_run_never_evaluates_a_cell_over_a_limit(data_dir):
     from archlore.tools.tables import load_nb201

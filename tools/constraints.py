@@ -136,34 +136,61 @@ def constrain_table(table: Table, limits: Mapping[str, float]) -> Table:
 class ConstrainedExecutor:
     """Any executor behind cost limits: an architecture over a limit raises `OverLimit`, unevaluated.
 
-    `known()` (the cells a strategy may fall back to) enumerates the feasible cells of a space of
-    at most `enumerate_up_to` cells through the cost function, once; for larger spaces it is absent
-    and a strategy samples again.
+    `known()` lists the cells a strategy may fall back to (`strategies.nearest_known`). With a
+    cheap cost function (a table's) on a space of at most `enumerate_up_to` cells it is every
+    feasible cell, enumerated once. Otherwise (the training executor's `cost_of` builds a model
+    per cell) it is local: the feasible cells one change away from the last architecture refused
+    (two changes, up to `local_cap` of them, when none is), plus `sample` seeded random feasible
+    cells, so the nearest feasible cell replaces a refused proposal without building the space.
     """
 
-    def __init__(self, inner: Executor, cost: CostFunction, limits: Mapping[str, float], *, enumerate_up_to: int = 20_000) -> None:
+    def __init__(
+        self, inner: Executor, cost: CostFunction, limits: Mapping[str, float], *,
+        enumerate_up_to: int | None = None, local_cap: int = 100, sample: int = 32,
+    ) -> None:
         self.inner = inner
         self.space: SearchSpace = inner.space
         self.task = inner.task
         self.cost = cost
         self.limits = dict(limits)
-        self._known: np.ndarray | None = None
-        if self.space.size() <= enumerate_up_to:
-            self.known = self._enumerate  # type: ignore[method-assign]
+        self.local_cap = local_cap
+        self.sample = sample
+        cheap = isinstance(cost, TableCost)
+        self.enumerate = self.space.size() <= (enumerate_up_to if enumerate_up_to is not None else (20_000 if cheap else 0))
+        self._all: np.ndarray | None = None
+        self._last_over: Arch | None = None
 
-    def _enumerate(self) -> np.ndarray:
-        if self._known is None:
-            inner_known = getattr(self.inner, "known", None)
-            cells = inner_known() if inner_known is not None else np.arange(self.space.size())
-            self._known = np.array(
-                [i for i in cells if not broken(self.cost.cost_of(self.space.from_index(int(i))), self.limits)], dtype=np.int64
-            )
-        return self._known
+    def feasible(self, arch: Arch) -> bool:
+        return not broken(self.cost.cost_of(arch), self.limits)
+
+    def known(self) -> np.ndarray:
+        if self.enumerate:
+            if self._all is None:
+                inner_known = getattr(self.inner, "known", None)
+                cells = inner_known() if inner_known is not None else np.arange(self.space.size())
+                self._all = np.array([i for i in cells if self.feasible(self.space.from_index(int(i)))], dtype=np.int64)
+            return self._all
+        found: set[Arch] = set()
+        arch = self._last_over
+        rng = np.random.default_rng([7, *(arch or ())])
+        if arch is not None:
+            ring = self.space.neighbours(arch)
+            found = {a for a in ring if self.feasible(a)}
+            if not found:
+                ring2 = sorted({b for a in ring for b in self.space.neighbours(a)} - {arch})
+                pick = rng.permutation(len(ring2))[: self.local_cap]
+                found = {ring2[int(i)] for i in pick if self.feasible(ring2[int(i)])}
+        for _ in range(self.sample):
+            a = self.space.sample(rng)
+            if self.feasible(a):
+                found.add(a)
+        return np.array(sorted(self.space.index(a) for a in found), dtype=np.int64)
 
     def evaluate(self, arch: Arch) -> Metrics:
         cost = self.cost.cost_of(arch)
         over = broken(cost, self.limits)
         if over:
+            self._last_over = tuple(arch)
             key = self.space.to_string(arch)
             raise OverLimit(
                 f"{key} is over the limit(s) {format_limits({k: self.limits[k] for k in over})}: not evaluated",
