@@ -238,7 +238,7 @@ def _print_summary(rec: dict) -> None:
     best = rec.get("best") or {}
     console.print(
         f"[bold]{escape(str(rec['run_id']))}[/]: "
-        + escape(f"{rec['space']} {rec.get('source') or '-'} -> {rec['target']}, llm {rec['llm']}, ")
+        + escape(f"{rec['space']} {rec.get('source') or '-'} -> {rec['target']}, llm {_llm_label(rec)}, ")
         + f"{rec['used']}/{rec['budget']} evaluations, best valid {best.get('valid', float('nan')):.4f}"
         + (f", test {best['test']:.4f}" if best.get("test") is not None else "")
         + (f" ({rec['target']}: lower is better)" if rec.get("direction") == "min" else ""),
@@ -382,6 +382,14 @@ def show(
     _print_roles(rec)
 
 
+def _llm_label(rec: dict) -> str:
+    """The LLM of every role, or each role's chain where they differ (an --llm-config run's `llm` is not all)."""
+    chains = rec.get("llm_roles") or {}
+    if len(set(chains.values())) <= 1:
+        return next(iter(chains.values()), rec.get("llm", "none"))
+    return ",".join(f"{r}={c}" for r, c in chains.items() if c != "none") + ",default=none"
+
+
 def _print_roles(rec: dict) -> None:
     """Each role's backend chain, its tokens, seconds and cost per backend, and the switches."""
     chains = rec.get("llm_roles") or {}
@@ -390,7 +398,7 @@ def _print_roles(rec: dict) -> None:
         return
     t = RichTable(title="LLM per role")
     for col in ("role", "chain", "backend", "calls", "tokens in/out", "seconds", "cost"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for role, chain in chains.items():
         backends = (per_role.get(role) or {}).get("backends") or {}
         if not backends:
