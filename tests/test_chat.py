@@ -207,6 +207,7 @@ def _say(child, text: str, until: str) -> None:
     child.expect(until)
 
 
+@pytest.mark.slow  # a pty and two archlore processes: ~20 s on a busy 2-core machine
 def test_terminal_approve_edit_kill_resume(tmp_path: Path) -> None:
     child = _spawn(tmp_path)
     (sid,) = SessionIds(tmp_path)
@@ -339,6 +340,7 @@ def test_tool_calling_coordinator_streams_and_checks_prompts(tmp_path: Path) -> 
         fake.close()
 
 
+@pytest.mark.slow  # a pty and two archlore processes: ~20 s on a busy 2-core machine
 def test_terminal_with_scripted_llm(tmp_path: Path) -> None:
     fake = StreamingFake(_script()[:2])
     try:

@@ -61,6 +61,7 @@ def server(tmp_path: Path):
             proc.kill()
 
 
+@pytest.mark.slow  # a server and a browser: ~25 s on a busy 2-core machine
 def test_web_chat_approve_plot_reload(server: tuple[str, str]) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     url, sid = server
