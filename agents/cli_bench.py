@@ -34,6 +34,7 @@ def bench(
     memory: Annotated[Optional[str], typer.Option(help="agent strategy: recall from a copy of the memory at PATH, read-only (default: no memory)")] = None,
     agent_strategy: Annotated[Optional[str], typer.Option(help="agent strategy: the search inside its filters, guided-rea (default), rea or random")] = None,
     allow_target_in_memory: Annotated[bool, typer.Option("--allow-target-in-memory", help="run even if the memory's provenance names a target (or is unknown)")] = False,
+    cluster: Annotated[Optional[str], typer.Option(help="run the seeds as Ray tasks over a cluster's cores: local, auto or ray://HOST:PORT (pip install 'archlore[ray]')")] = None,
 ) -> None:
     """Benchmark strategies x targets x sources x seeds; writes JSON, a markdown table and a plot.
 
@@ -46,6 +47,10 @@ def bench(
     if allow_target_in_memory:
         options["allow_target_in_memory"] = True
     try:
+        if cluster is not None:
+            from archlore.tools.distributed import check_cluster
+
+            check_cluster(cluster)
         user_table = None
         if table is not None:
             from archlore.tools.spaces import get_space
@@ -60,7 +65,7 @@ def bench(
         payload = run_bench(
             name, strategy, targets=target, sources=source, seeds=seeds, out=out, data=data, table=user_table,
             options=options, space=space, budgets=budgets, budget=budget, split=split, seed_start=seed_start,
-            progress=_progress,
+            progress=_progress, cluster=cluster,
         )
     except ArchloreError as exc:
         fail(exc)

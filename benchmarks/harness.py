@@ -255,8 +255,12 @@ def run_bench(
     split: str = "dev",
     seed_start: int | None = None,
     progress: Callable[[str], None] | None = None,
+    cluster: str | None = None,
 ) -> dict:
     """Run a protocol for each strategy over `seeds` seeds of a split; write FILE.json, .md, .png.
+
+    With `cluster` (local, auto, ray://HOST:PORT) each seed's run is a Ray task, so many seeds
+    spread over the cluster's cores; the results are the same as run here, seed by seed.
 
     `table` replaces the built-in table of the protocol's space (a user space's CSV, or a test's
     table); `space` names the space for `curves` and `custom` (a built-in name or a space file).
@@ -304,15 +308,23 @@ def run_bench(
         if source is not None and (target, source) not in views:
             views[(target, source)] = (SourceView(table, [source], target=target), _readonly_copy(table, source))
         view, source_valid = views.get((target, source), (None, None)) if source is not None else (None, None)
-        for j, seed in enumerate(seed_info.values):
-            if progress and time.perf_counter() - last > 10.0:  # slow strategies (agents) show life
-                last = time.perf_counter()
-                progress(f"[{i}/{len(plan)}] {proto.name} {name} {target} <- {source or '-'}: seed {j}/{seed_info.count}")
-            req = make_request(table, proto, target, source, seed, options=opts, view=view,
-                               source_valid=source_valid, missing=missing[target])
-            cells = run_strategy(name, req, usage)
-            for key, v in proto.score(P.Trace.from_table(table, target, cells), facts[target]).items():
+        if cluster:
+            from archlore.tools.distributed import map_tasks
+
+            done = map_tasks(_one_seed, [(seed,) for seed in seed_info.values], cluster=cluster, common=(
+                table, proto, name, target, source, opts, view, source_valid, missing[target], facts[target]))
+        else:
+            done = []
+            for j, seed in enumerate(seed_info.values):
+                if progress and time.perf_counter() - last > 10.0:  # slow strategies (agents) show life
+                    last = time.perf_counter()
+                    progress(f"[{i}/{len(plan)}] {proto.name} {name} {target} <- {source or '-'}: seed {j}/{seed_info.count}")
+                done.append(_one_seed(table, proto, name, target, source, opts, view, source_valid, missing[target],
+                                      facts[target], seed))
+        for scores, seed_usage in done:
+            for key, v in scores.items():
                 per_seed[key].append(_json_value(v))
+            usage.extend(seed_usage)
         row: dict[str, Any] = {
             "strategy": name, "space": proto.space, "target": target, "source": source, "seeds": seed_info.count,
             "baseline": infos[name].baseline,
@@ -352,6 +364,17 @@ def run_bench(
     plots.plot(payload, proto, png_path)
     log.info("wrote %s, %s, %s", json_path, md_path, png_path)
     return {**payload, "files": {"json": str(json_path), "md": str(md_path), "png": str(png_path)}}
+
+
+def _one_seed(table: Table, proto: P.Protocol, name: str, target: str, source: str | None, opts: Mapping[str, Any],
+              view: SourceView | None, source_valid: np.ndarray | None, missing: Any, facts: Any,
+              seed: int) -> tuple[dict, list]:
+    """One strategy run on one seed, scored: (scores, LLM usage); here or as a Ray task."""
+    usage: list = []
+    req = make_request(table, proto, target, source, seed, options=opts, view=view,
+                       source_valid=source_valid, missing=missing)
+    cells = run_strategy(name, req, usage)
+    return proto.score(P.Trace.from_table(table, target, cells), facts), usage
 
 
 def mean_usage(runs: Sequence[Mapping]) -> dict:

@@ -169,3 +169,13 @@ def test_the_driver_killed_and_resumed_spends_the_budget_exactly(tmp_path: Path)
     listed = subprocess.run([sys.executable, "-m", "archlore.agents.cli", "runs", "--storage", f"sqlite:///{db}", "--json"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert '"status": "finished"' in listed.stdout and '"used": 6' in listed.stdout
+
+
+@pytest.mark.skipif(not (DATA / "nb201").is_dir(), reason=f"no NB201 table under {DATA}")
+def test_a_benchmarks_seeds_spread_over_the_cluster_with_the_same_results(cluster, tmp_path: Path):
+    from archlore.benchmarks.harness import run_bench
+
+    kw = dict(targets=["cifar100"], sources=["cifar10"], seeds=4, data=str(DATA))
+    here = run_bench("lapt-nb201", ["random", "rea"], out=tmp_path / "here.json", **kw)
+    there = run_bench("lapt-nb201", ["random", "rea"], out=tmp_path / "ray.json", cluster="local", **kw)
+    assert [r["per_seed"] for r in here["rows"]] == [r["per_seed"] for r in there["rows"]]

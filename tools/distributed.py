@@ -356,3 +356,19 @@ def worker_pids() -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def map_tasks(fn: Callable[..., Any], items: Sequence[tuple], *, common: tuple = (), cluster: str = "local",
+              num_cpus: float = 1.0) -> list[Any]:
+    """`[fn(*common, *item) for item in items]`, each call a Ray task, results in order.
+
+    `common` (a table, a protocol) is put into the object store once and handed to every task by
+    reference: for work that is many independent runs (the seeds of a benchmark) rather than
+    one search's candidates.
+    """
+    ray = _ray()
+    connect(cluster)
+    _register_serializers(ray)
+    refs = [ray.put(c) for c in common]
+    task = ray.remote(fn).options(num_cpus=num_cpus, max_retries=MAX_RETRIES, retry_exceptions=False)
+    return ray.get([task.remote(*refs, *item) for item in items])
