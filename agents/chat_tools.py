@@ -143,6 +143,8 @@ def status(chat: ChatSession, a: RunRef) -> Answer:
             f"{rec['target']}, best valid {_fmt(best.get('valid'))} test {_fmt(best.get('test'))}, "
             f"{len(rec.get('filters') or [])} filters" + (f" ({r.detail})" if r.detail and state == "failed" else "")
         )
+        if best.get("arch"):
+            lines.append(f"  best cell {best['arch']}; {max(0, rec['budget'] - rec['used'])} evaluations of the budget left")
     waiting = chat.runs.waiting()
     if waiting:
         lines.append(f"run {waiting['run_id']} waits for approval of its round-{waiting['round']} filter "
@@ -315,11 +317,18 @@ def query_memory(chat: ChatSession, a: MemoryQuery) -> Answer:
         return Answer("the memory has no principles" + (f" for {a.space or ''} {a.task or ''}".rstrip() if a.space or a.task else ""))
     lines = []
     for r in rows:
-        prov = r.get("provenance") or r.get("contributions") or []
-        data = sorted({t for c in prov for t in (c.get("data_tasks") or [])}) if isinstance(prov, list) else []
+        data = data_tasks(r)
         lines.append(f"{r.get('similarity', 0):.2f}  [{r.get('space', '?')}/{r.get('task', '?')}] {r.get('text', '')}"
-                     + (f"  (from data: {', '.join(data)})" if data else ""))
+                     + (f"  (from data: {', '.join(data)}; run {r.get('run_id') or '?'})" if data else ""))
     return Answer("\n".join(lines), data={"rows": rows})
+
+
+def data_tasks(row: dict[str, Any]) -> list[str]:
+    """A memory row's provenance: the tasks whose data produced the principle."""
+    raw = row.get("data_tasks") or []
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    return sorted({str(t).strip() for t in raw if str(t).strip()})
 
 
 def compare(chat: ChatSession, a: RunRef) -> Answer:

@@ -177,7 +177,7 @@ def build(sessions: Sessions) -> None:
                     return
                 ui.table(columns=[{"name": k, "label": k, "field": k, "align": "left"} for k in ("sim", "task", "principle", "from data")],
                          rows=[{"sim": f"{r.get('similarity', 0):.2f}", "task": f"{r.get('space', '?')}/{r.get('task', '?')}",
-                                "principle": r.get("text", ""), "from data": ", ".join(_data_tasks(r))} for r in rows]).classes("w-full")
+                                "principle": r.get("text", ""), "from data": ", ".join(chat_tools.data_tasks(r))} for r in rows]).classes("w-full")
 
         async def _answer(payload: dict) -> None:
             name = "approve_filter" if payload.get("action") == "approve" else "edit_filter"
@@ -251,11 +251,6 @@ def _figures(chat: ChatSession, rec: dict) -> dict[str, bytes]:
 
     base = chat.baselines(rec)
     return {k: plots.png_bytes(rec, k, baselines=base if k == "curve" else None) for k in ("curve", "filter", "principles")}
-
-
-def _data_tasks(row: dict) -> list[str]:
-    prov = row.get("provenance") or row.get("contributions") or []
-    return sorted({t for c in prov if isinstance(c, dict) for t in (c.get("data_tasks") or [])}) if isinstance(prov, list) else []
 
 
 def _bubble(role: str, text: str, image: str | None) -> None:

@@ -28,7 +28,7 @@ ARCHLORE = str(Path(sys.executable).with_name("archlore"))
 def _chat(tmp_path: Path, **kw: Any):
     from archlore.agents.chat import ChatSession
 
-    return ChatSession(root=tmp_path / "runs", memory="off", data=str(DATA), **kw)
+    return ChatSession(root=tmp_path / "runs", data=str(DATA), **{"memory": "off", **kw})
 
 
 def _evals(run_dir: Path, run_id: str) -> list[str]:
@@ -352,3 +352,18 @@ def test_terminal_with_scripted_llm(tmp_path: Path) -> None:
         child.expect(pexpect_eof())
     finally:
         fake.close()
+
+
+def test_memory_from_chat_with_provenance(tmp_path: Path) -> None:
+    # this session's runs and queries use a fresh store
+    chat = _chat(tmp_path, approve=False, memory=str(tmp_path / "memory"), embedding="hash")
+    try:
+        assert chat.reply("/memory anything").startswith("the memory has no principles")
+        run_id = chat.reply("/run target=cifar100 budget=10").split()[2].rstrip(":")
+        chat.runs.wait(60)
+        assert f"{run_id}: done" in chat.reply("/status")
+        found = chat.reply("/memory nor_conv_3x3 image classification space=nb201")
+        assert "[nb201/cifar100]" in found and "from data: cifar10, cifar100" in found and run_id in found
+        assert chat.reply("/memory").startswith("error: give something to search for")
+    finally:
+        chat.close()
