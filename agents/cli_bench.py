@@ -150,3 +150,11 @@ def memory_scale(ctx: typer.Context) -> None:
     from archlore.benchmarks import memory_scale as M
 
     raise typer.Exit(M.main(list(ctx.args)) or 0)
+
+
+@experiment_app.command("constrained", context_settings=_PASS_THROUGH, add_help_option=False)
+def constrained(ctx: typer.Context) -> None:
+    """NB201 under FLOPs and latency limits: random, REA and the agents, single objective and Pareto (`--help` lists its options)."""
+    from archlore.benchmarks import constrained as C
+
+    raise typer.Exit(C.main(list(ctx.args)) or 0)

@@ -19,7 +19,8 @@ stay feasible: up to 50 mutation tries, then the nearest feasible cell), and `ag
 with `--llm none`, source table cut to the same limits). In Pareto mode each strategy's fitness
 is the non-domination rank (`tools.pareto.ParetoProposer`).
 
-    python -m archlore.benchmarks.constrained --seeds 30 --split heldout --out benchmarks/results/constrained-nb201.json
+    archlore experiment constrained --seeds 30 --split heldout --out benchmarks/results/constrained-nb201.json
+    (or python -m archlore.benchmarks.constrained with the same options)
 """
 
 from __future__ import annotations
@@ -275,8 +276,8 @@ def plot(payload: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a script
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - a script
+    ap = argparse.ArgumentParser(prog="archlore experiment constrained", description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--split", default="heldout")
     ap.add_argument("--data", default=None)
@@ -290,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a scr
     a.out.with_suffix(".md").write_text(markdown(payload))
     plot(payload, a.out.with_suffix(".png"))
     print(json.dumps({"files": [str(a.out), str(a.out.with_suffix('.md')), str(a.out.with_suffix('.png'))]}))
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
