@@ -175,6 +175,13 @@ def approve(state: State, runtime: Runtime[RunContext]) -> dict:
     return update
 
 
+def memory_task(s) -> str:
+    """The task a run's principles are stored under: the target, or for a Pareto run the target
+    tagged with its trade-off (`cifar100/pareto:flops`), so trade-off principles stay apart from
+    accuracy ones and a Pareto run's recall finds them first (their description names it)."""
+    return f"{s.target}/pareto:{'+'.join(s.objectives[1:])}" if s.objectives else s.target
+
+
 def task_text(ctx: RunContext) -> str:
     """The target's description for the memory; a Pareto run's says which trade-off it searched,
     so its principles are stored under, and recalled by, that trade-off."""
@@ -404,7 +411,7 @@ def remember(state: State, runtime: Runtime[RunContext]) -> dict:
     try:
         ids = ctx.memory.remember(
             lesson or _principles(state["principles"]),
-            TaskInfo(space=ctx.space.name, task=s.target, description=task_text(ctx),
+            TaskInfo(space=ctx.space.name, task=memory_task(s), description=task_text(ctx),
                      metric=f"pareto: {', '.join(s.objectives)}" if s.objectives else "validation accuracy"),
             Outcome(best_metric=best.valid if best else None, evaluations=ctx.evaluator.used),
             s.run_id,

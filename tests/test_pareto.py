@@ -105,3 +105,23 @@ def test_objective_names_are_checked(small, tmp_path):
     assert res.exit_code == 2 and "no metric or cost 'latency'" in res.output
     res = CliRunner().invoke(app, [*base, "--objective", "flops,loss"])
     assert res.exit_code == 2 and "must be the target" in res.output
+
+
+def test_pareto_principles_are_stored_apart_and_recalled_by_the_next_pareto_run(small, tmp_path):
+    space_file, table_file = small
+    runs, mem = tmp_path / "runs", tmp_path / "mem"
+    base = ["run", "--space", str(space_file), "--table", str(table_file), "--budget", "20", "--llm", "none",
+            "--memory", str(mem), "--embedding", "hash", "--runs-dir", str(runs), "-q"]
+    assert CliRunner().invoke(app, [*base, "--objective", "loss,flops", "--run-id", "p1"]).exit_code == 0
+    assert CliRunner().invoke(app, [*base, "--run-id", "plain"]).exit_code == 0
+    from archlore.memory.store import open_store
+
+    with open_store(mem, embedding="hash") as store:
+        tasks = {r["task"] for r in store.list("small")}
+        assert tasks == {"loss/pareto:flops", "loss"}
+        tagged = store.list("small", "loss/pareto:flops")
+        assert all(r["metric"] == "pareto: loss, flops" and "loss" in r["data_tasks"] for r in tagged)
+        assert any("cost:" in r["evidence"] and "flops" in r["evidence"] for r in tagged)  # the trade-off's cost
+    assert CliRunner().invoke(app, [*base, "--objective", "loss,flops", "--run-id", "p2", "--seed", "1"]).exit_code == 0
+    rec = json.loads((runs / "p2" / "record.json").read_text())
+    assert rec["recalled"] and rec["recalled"][0]["task"] == "loss/pareto:flops"
