@@ -175,6 +175,15 @@ def approve(state: State, runtime: Runtime[RunContext]) -> dict:
     return update
 
 
+def _metric_text(ctx: RunContext) -> str:
+    """What the stored best metric is; a lower-is-better target's is stored negated (higher is
+    better everywhere in the memory, so outcomes rank the same way) and says so."""
+    table = getattr(ctx.evaluator.executor, "table", None)
+    if table is not None and ctx.settings.target in table.lower_is_better:
+        return f"{ctx.settings.target}, lower is better (best_metric stored negated)"
+    return "validation accuracy"
+
+
 def memory_task(s) -> str:
     """The task a run's principles are stored under: the target, or for a Pareto run the target
     tagged with its trade-off (`cifar100/pareto:flops`), so trade-off principles stay apart from
@@ -412,7 +421,7 @@ def remember(state: State, runtime: Runtime[RunContext]) -> dict:
         ids = ctx.memory.remember(
             lesson or _principles(state["principles"]),
             TaskInfo(space=ctx.space.name, task=memory_task(s), description=task_text(ctx),
-                     metric=f"pareto: {', '.join(s.objectives)}" if s.objectives else "validation accuracy"),
+                     metric=f"pareto: {', '.join(s.objectives)}" if s.objectives else _metric_text(ctx)),
             Outcome(best_metric=best.valid if best else None, evaluations=ctx.evaluator.used),
             s.run_id,
             data_tasks=sorted(data_tasks),
