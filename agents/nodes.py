@@ -16,8 +16,8 @@ from archlore.memory.record import Outcome, Principle, TaskInfo
 from archlore.tools.errors import ArchloreError
 from archlore.tools.evidence import Evidence
 from archlore.tools.pareto import ParetoProposer
-from archlore.tools.spaces import SpaceFilter
 from archlore.tools.rank import RankSearch, Surrogate
+from archlore.tools.spaces import SpaceFilter
 from archlore.tools.strategies import REA, GuidedREA, RandomSearch, run_search
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt

@@ -19,20 +19,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from archlore.tools.constraints import (
+    ConstrainedExecutor,
+    CostFunction,
+    TableCost,
+    check_names,
+    constrain_table,
+)
 from archlore.tools.env import env
 from archlore.tools.errors import ArchloreError, ConfigError, DataError
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.executors import Executor, TabularExecutor
 from archlore.tools.ledger import Ledger
-from archlore.tools.source_view import SourceView
-from archlore.tools.constraints import ConstrainedExecutor, CostFunction, TableCost, check_names, constrain_table
 from archlore.tools.pareto import Objectives
+from archlore.tools.source_view import SourceView
 from archlore.tools.spaces import SearchSpace, get_space
 from archlore.tools.tables import TASK_DESCRIPTIONS, Table, load_table, load_user_csv
 
+from . import roles
 from .context import RunContext, RunSettings
 from .graph import builder, recursion_limit
-from . import roles
 from .roles import RoleLLMs
 
 log = logging.getLogger(__name__)

@@ -34,11 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from archlore.tools.constraints import constrain_table, format_limits
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.ledger import Ledger
-from archlore.tools.pareto import Objectives, ParetoProposer, hypervolume_2d, nondominated
+from archlore.tools.pareto import (
+    Objectives,
+    ParetoProposer,
+    hypervolume_2d,
+    nondominated,
+)
 from archlore.tools.spaces import Arch, SearchSpace, SpaceFilter
 from archlore.tools.strategies import REA, run_search
 from archlore.tools.tables import Table, load_table
@@ -225,8 +229,8 @@ def run(
 def markdown(payload: dict) -> str:
     s = payload["settings"]
     seeds = P.Seeds(**s["seeds"])
-    out = [f"### constrained-nb201: {s['limits_text']} ({s['feasible_cells']} of 15,625 cells feasible); "
-           f"{seeds.describe()}; budget {s['budget']}", ""]
+    out = [(f"### constrained-nb201: {s['limits_text']} ({s['feasible_cells']} of 15,625 cells feasible); "
+           f"{seeds.describe()}; budget {s['budget']}"), ""]
     head = "| target ← source | strategy | evals to constrained top-0.1% | P(hit ≤ 50) | valid regret @20 | @50 | cells over a limit |"
     out += ["single objective (validation accuracy); mean ± s.e. over seeds, a miss counts 50", "", head,
             "|---|---|---|---|---|---|---|"]

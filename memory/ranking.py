@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from archlore.memory.aggregate import provenance_of
 from archlore.memory.conflicts import find_conflicts
 from archlore.memory.record import Outcome, Principle, Provenance, TaskInfo

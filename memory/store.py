@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
-
 from archlore.memory import taskindex
 from archlore.memory.aggregate import (
     Contribution,
@@ -51,7 +49,12 @@ from archlore.memory.aggregate import (
 )
 from archlore.memory.backends import Backend, open_backend
 from archlore.memory.conflicts import OPPOSITE, annotate, find_conflicts
-from archlore.memory.embeddings import embedding_dimension, embedding_name, embedding_option, get_embedding
+from archlore.memory.embeddings import (
+    embedding_dimension,
+    embedding_name,
+    embedding_option,
+    get_embedding,
+)
 from archlore.memory.errors import (
     EmbeddingMismatch,
     MemoryNeedsMigration,
@@ -60,7 +63,15 @@ from archlore.memory.errors import (
 )
 from archlore.memory.exchange import read_export, write_export
 from archlore.memory.location import default_location
-from archlore.memory.ranking import Recalled, Row, Scored, best, bound, recalled, score_task
+from archlore.memory.ranking import (
+    Recalled,
+    Row,
+    Scored,
+    best,
+    bound,
+    recalled,
+    score_task,
+)
 from archlore.memory.record import (
     ENCODING_VERSION,
     UNKNOWN,
@@ -70,6 +81,7 @@ from archlore.memory.record import (
     TaskInfo,
     archlore_version,
 )
+from pydantic import ValidationError
 
 __all__ = ["PrincipleStore", "Recalled", "default_location", "open_store", "principle_id"]
 

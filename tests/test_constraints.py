@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from archlore.agents.context import RunSettings
 from archlore.agents.runner import execute
 from archlore.tools.constraints import (
@@ -21,6 +20,7 @@ from archlore.tools.executors import Metrics, TabularExecutor
 from archlore.tools.ledger import Ledger
 from archlore.tools.spaces import Position, SearchSpace
 from archlore.tools.tables import Table
+
 from tests.conftest import needs_data
 
 
@@ -72,7 +72,7 @@ def test_constrained_executor_refuses_over_limit_cells_unevaluated():
     calls = []
 
     class Counting(TabularExecutor):
-        def evaluate(self, arch):  # noqa: ANN001
+        def evaluate(self, arch):
             calls.append(arch)
             return super().evaluate(arch)
 
@@ -91,7 +91,7 @@ def test_costly_cost_functions_are_asked_locally_not_over_the_whole_space():
     asked = []
 
     class Slow:  # like the training executor's cost_of: a model built per call
-        def cost_of(self, arch):  # noqa: ANN001
+        def cost_of(self, arch):
             asked.append(arch)
             return TableCost(t).cost_of(arch)
 

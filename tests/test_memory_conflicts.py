@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from archlore.agents.cli_memory import memory_app
 from archlore.memory.conflicts import evidence_weight, find_conflicts
 from archlore.memory.record import Outcome, Principle, TaskInfo
 from archlore.memory.store import open_store
+from typer.testing import CliRunner
 
 TASK = TaskInfo(space="macro8", task="accuracy", description="CIFAR-10 image classification with a macro space")
 

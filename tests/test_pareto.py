@@ -9,13 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from archlore.agents.cli import app
 from archlore.tools.errors import ConfigError
-from archlore.tools.pareto import Objectives, hypervolume_2d, nondominated, parse_objectives, ranks
+from archlore.tools.pareto import (
+    Objectives,
+    hypervolume_2d,
+    nondominated,
+    parse_objectives,
+    ranks,
+)
 from archlore.tools.spaces import load_space_file
 from archlore.tools.tables import load_user_csv
+from typer.testing import CliRunner
 
 
 def _dominates(p: np.ndarray, q: np.ndarray) -> bool:

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from archlore.agents.cli import _evidence_label, app
 from archlore.agents.context import RunSettings
 from archlore.tools.spaces import load_space_file
 from archlore.tools.tables import load_user_csv
+from typer.testing import CliRunner
 
 BLOCKS = ("identity", "mb_k3_e3", "mb_k5_e6")
 LAYERS = 5
@@ -122,7 +121,7 @@ def test_run_with_defaults_partial_table_lower_is_better_and_cost_limit(user_spa
 
 
 def test_budget_capped_at_feasible_rows_and_the_tasks_are_named(user_space, tmp_path):
-    space_file, table_file, rows = user_space
+    space_file, table_file, _rows = user_space
     code, out = _run(["run", "--space", str(space_file), "--table", str(table_file), "--target", "error",
                       "--source", "error", "--runs-dir", str(tmp_path / "r")])
     assert code == 2 and "--source none" in out
