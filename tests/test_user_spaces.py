@@ -176,3 +176,17 @@ def test_known_cost_and_error_names_get_their_roles_without_a_columns_entry(tmp_
     assert code == 2 and "'params' is a cost column" in out and "--max params=VALUE" in out
     code, out = _run(["run", "--space", str(space_file), "--table", str(table_file), "--runs-dir", str(tmp_path / "r")])
     assert code == 2 and "val_loss, acc: pick one with --target" in out
+
+
+@pytest.mark.parametrize("radix,budget,expected", [
+    ((3,) * 8, 30, (6, 6, 7, 7, 3, 2)),
+    ((3,) * 8, 100, (10, 10, 10, 10, 5, 2)),
+    ((2, 2, 2), 12, (3, 3, 3, 3, 2, 1)),
+    ((6, 6, 2), 40, (8, 8, 10, 10, 5, 3)),
+])
+def test_adaptive_schedule_scales_with_the_budget_and_keeps_fewer_choices(radix, budget, expected):
+    from archlore.agents.context import adaptive_schedule
+
+    sched, why = adaptive_schedule(radix, budget)
+    assert sched == expected and set(why) == {"warmup", "check_every", "top_k", "population", "tournament", "max_choices"}
+    assert sched[-1] < sorted(radix)[len(radix) // 2] or sched[-1] == 1
