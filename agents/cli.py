@@ -245,7 +245,7 @@ def _print_summary(rec: dict) -> None:
         highlight=False, soft_wrap=True,
     )
     if rec.get("evaluable") is not None:
-        console.print(f"table: {rec['evaluable']} architectures have a {rec['target']} result"
+        console.print(f"table: {rec['evaluable']} architectures have a result for {rec['target']}"
                       + (" within the limits" if rec.get("limits") else "") + "; a proposal without one is replaced by the nearest that has",
                       highlight=False, soft_wrap=True)
     if rec.get("limits"):
