@@ -624,7 +624,9 @@ def _scalar_name(value: object, what: str, path: Path) -> str:
 
 
 def load_space_file(path: str | Path) -> SearchSpace:
-    """A user space from YAML or JSON: `{name, description?, positions}`.
+    """A user space from YAML or JSON: `{name, description?, positions, columns?}`.
+
+    `columns` gives the results table's columns roles (`column_roles`: max, min, cost, ignore).
 
     `positions` is a list of `{name: ..., choices: [...]}` or a mapping `name: [choices]`.
     Names are plain text or numbers (read as text: `depth: [2, 4, 8]` has the choices "2",
