@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,7 +51,7 @@ class Backend(Protocol):
 def open_backend(location: str | Path, *, lock_timeout: float = 120.0) -> LocalBackend | HttpBackend:
     """A backend for a folder path or an ``http(s)://host:port`` URL."""
     if isinstance(location, str) and location.startswith(("http://", "https://")):
-        return HttpBackend(location)
+        return HttpBackend(location, lock_timeout)
     return LocalBackend(Path(location), lock_timeout)
 
 
@@ -212,10 +213,19 @@ class LocalBackend:
                 self._shared.drop()
 
 
+SERVER_LOCK_COLLECTION = "archlore_write_lock"
+SERVER_LOCK_LEASE = 120.0  # seconds: far longer than one write session (a few seconds)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
 class HttpBackend:
     """A shared ``chroma run`` server; it serialises writes itself, so one client is kept."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, lock_timeout: float = 120.0) -> None:
         import chromadb
 
         parsed = urlparse(url)
@@ -228,6 +238,7 @@ class HttpBackend:
             raise MemoryStoreError(f"cannot read a port from {url!r}; use http://HOST:PORT") from None
         self.location = f"{parsed.scheme}://{parsed.hostname}:{port}"
         self._lock = threading.RLock()
+        self.lock_timeout = lock_timeout
         try:
             self._client = chromadb.HttpClient(host=parsed.hostname, port=port, ssl=ssl, settings=_settings())
             self._client.heartbeat()
@@ -243,11 +254,53 @@ class HttpBackend:
 
         with self._lock:
             try:
-                yield self._client
+                with self._server_lock() if write else _nothing():
+                    yield self._client
             except httpx.HTTPError as exc:
                 raise MemoryUnavailable(f"lost the Chroma server at {self.location}: {exc}") from exc
             except chroma_errors() as exc:
                 raise MemoryStoreError(f"the Chroma server at {self.location} failed: {exc}") from exc
+
+    @contextmanager
+    def _server_lock(self) -> Iterator[None]:
+        """One writer at a time across every client of the server.
+
+        A write session reads principles, merges a run's contribution and writes them back; two
+        clients doing that at once would each overwrite the other's merge (a lost write, seen
+        with two writers). The server serialises single requests only, so the lock is a record in
+        a collection of its own: Chroma ignores an `add` of an id that exists, so of several
+        clients adding the lock record the first wins, and each reads back whose it is. The
+        record carries an expiry, so a writer killed while holding it delays others by at most
+        `SERVER_LOCK_LEASE` seconds; a stale record is deleted only if it is still that owner's.
+        """
+        col = self._client.get_or_create_collection(SERVER_LOCK_COLLECTION, embedding_function=None)
+        me = f"{os.getpid()}-{uuid.uuid4().hex}"
+        deadline = time.time() + self.lock_timeout
+        delay = 0.02
+        while True:
+            col.add(ids=["writer"], embeddings=[[0.0]], metadatas=[{"owner": me, "expires": time.time() + SERVER_LOCK_LEASE}])
+            got = col.get(ids=["writer"], include=["metadatas"])
+            meta = got["metadatas"][0] if got["ids"] else None
+            if meta is not None and meta.get("owner") == me:
+                break
+            if meta is not None and float(meta.get("expires", 0)) < time.time():
+                log.warning("the Chroma server's write lock of %s expired; taking it over", meta.get("owner"))
+                col.delete(ids=["writer"], where={"owner": meta.get("owner")})
+                continue
+            if time.time() > deadline:
+                raise MemoryUnavailable(
+                    f"another archlore process has been writing to the Chroma server at {self.location} for "
+                    f"{self.lock_timeout:.0f} s; retry when it is done"
+                )
+            time.sleep(delay)
+            delay = min(0.5, delay * 2)
+        try:
+            yield
+        finally:
+            try:
+                col.delete(ids=["writer"], where={"owner": me})
+            except Exception as exc:  # noqa: BLE001 - the lease expires anyway
+                log.warning("could not release the Chroma server's write lock: %s", exc)
 
     def generation(self) -> str | None:
         return None  # other clients write unseen: nothing read earlier may be reused

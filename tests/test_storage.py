@@ -256,3 +256,46 @@ def test_two_agent_runs_at_once_one_killed_and_resumed(storage_url, tmp_path: Pa
     listed = _cli("runs", url=storage_url, cwd=tmp_path)
     assert listed.returncode == 0 and "alice" in listed.stdout and "bob" in listed.stdout
     assert "5/5" in listed.stdout
+
+
+# --------------------------------------------------------------------------- a team's Chroma server
+
+from tests.test_memory import WRITER, chroma_server  # noqa: E402,F401 - the `chroma run` fixture
+
+READER = """
+import sys, time
+from archlore.memory.store import open_store
+store = open_store(sys.argv[1], embedding="hash")
+counts = []
+deadline = time.time() + float(sys.argv[2])
+while time.time() < deadline:
+    counts.append(store.count())
+    store.query("prefer op1 at edge1", k=5)
+    time.sleep(0.05)
+print(counts[0], max(counts), len(counts), all(a <= b for a, b in zip(counts, counts[1:])))
+"""
+
+
+@pytest.mark.slow
+def test_chroma_server_two_writers_and_a_reader_lose_nothing(chroma_server: str):
+    env = {k: v for k, v in os.environ.items() if k != "ARCHLORE_MEMORY"}
+    start = lambda *a: subprocess.Popen([sys.executable, "-c", *a], stdout=subprocess.PIPE,  # noqa: E731
+                                        stderr=subprocess.PIPE, text=True, env=env)
+    reader = start(READER, chroma_server, "25")
+    writers = [start(WRITER, chroma_server, w, "3", "2", "4") for w in ("team-a", "team-b")]
+    for p in writers:
+        _, errs = p.communicate(timeout=240)
+        assert p.returncode == 0, errs[-2000:]
+    out, errs = reader.communicate(timeout=240)
+    assert reader.returncode == 0, errs[-2000:]
+    first, most, reads, monotonic = out.split()
+    assert int(reads) > 10 and monotonic == "True"  # reads overlapped the writes and never went back
+    from archlore.memory.store import open_store
+
+    with open_store(chroma_server, embedding="hash") as s:
+        records = [r for r in s.list() if any(src.startswith("team-") for src in r["sources"])]
+        shared = [r for r in records if r["choice"].startswith("op")]
+        own = [r for r in records if not r["choice"].startswith("op")]
+        runs = {f"{w}-{r}" for w in ("team-a", "team-b") for r in range(4)}
+        assert len(shared) == 3 and all(set(r["sources"]) == runs for r in shared), [sorted(runs - set(r["sources"])) for r in shared]  # no lost write
+        assert len(own) == 4 and all(len(r["sources"]) == 4 for r in own)
