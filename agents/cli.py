@@ -176,6 +176,10 @@ def run(
         from archlore.tools.env import env
 
         storage = storage or env().archlore_storage
+        if storage:
+            from archlore.tools.storage import parse_url
+
+            parse_url(storage)  # a wrong form fails before the progress panel starts
         if cluster is not None:
             from archlore.tools.distributed import check_cluster
 
