@@ -60,6 +60,9 @@ from .train_cache import CacheKey, TrainCache
 log = logging.getLogger(__name__)
 
 _BUILD_LOCK = threading.Lock()  # model initialisation draws from torch's global RNG
+#: Part of every cache key: bump it when a change to the loop changes what training produces,
+#: so a cache filled by an older loop is not served as if it were this one's.
+LOOP_VERSION = 1
 EVAL_BATCH = 1024
 
 
@@ -122,7 +125,7 @@ def augment_batch(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torc
         rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]  # (N, H, 1)
         cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, :]  # (N, 1, W)
         b = torch.arange(n, device=dev)[:, None, None]
-        x = padded.permute(0, 2, 3, 1)[b, rows, cols].permute(0, 3, 1, 2)  # (N, C, H, W)
+        x = padded.permute(0, 2, 3, 1)[b, rows, cols].permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
     if a.hflip:
         flip = torch.rand(n, device=dev, generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
@@ -257,7 +260,8 @@ class TrainingExecutor:
         return {"params": float(n_params), "flops": float(flops), "params_mb": n_params / 1e6, "flops_m": flops / 1e6}
 
     def cache_key(self, arch: Arch, fidelity: int, seed: int | None = None) -> CacheKey:
-        builder = json.dumps({"builder": self.builder_name, "options": self.options}, sort_keys=True, default=str)
+        builder = json.dumps({"builder": self.builder_name, "options": self.options, "loop": LOOP_VERSION},
+                             sort_keys=True, default=str)
         return CacheKey(self.space.name, self.space.to_string(arch), builder, self.recipe.hash(),
                         self.data.fingerprint, self.seed if seed is None else int(seed), int(fidelity))
 
