@@ -265,6 +265,7 @@ def search(state: State, runtime: Runtime[RunContext]) -> dict:
 
     picks: list[dict] = []
     proposer = make_proposer(ctx, principles, on_pick=picks.append)
+    rank = proposer if isinstance(proposer, RankSearch) else None  # its steps are recorded below
     if ctx.objectives is not None:  # Pareto mode: the fitness strategies see is the non-domination rank
         proposer = ParetoProposer(proposer, ctx.objectives)
     def on_eval(e: object) -> None:
@@ -283,8 +284,8 @@ def search(state: State, runtime: Runtime[RunContext]) -> dict:
             proposer, ev, flt, target - ev.used, seed=ctx.settings.seed, proposed_by=f"{proposer.name}/r{rnd}",
             round=rnd, widen=widen, on_eval=on_eval, **({"batch": batch} if batch else {}),
         )
-    chooser = getattr(proposer, "choose", None)
-    if isinstance(proposer, RankSearch):
+    if rank is not None:
+        chooser = rank.choose
         calls = iter(chooser.calls if chooser is not None else [])
         for p in picks:  # one record per step: the pool, the surrogate's pick and the choice
             call = next(calls, {}) if chooser is not None and len(p["pool"]) > 1 else {"how": "surrogate"}
