@@ -17,7 +17,7 @@ def _progress(message: str) -> None:
 
 
 def bench(
-    strategy: Annotated[list[str], typer.Option(help="random, rea, freq-prior, freq-prior-unpadded, copy-top, rea-seeded, agent (repeatable)")],
+    strategy: Annotated[list[str], typer.Option(help="random, rea, freq-prior, freq-prior-unpadded, copy-top, rea-seeded, agent, rank (repeatable)")],
     out: Annotated[Path, typer.Option(help="FILE.json (FILE.md and FILE.png are written beside it)")],
     protocol: Annotated[Optional[str], typer.Option(help="lapt-nb201 | lapt-tnb101 | curves | custom (default: custom with --table, else lapt-nb201)")] = None,
     target: Annotated[Optional[list[str]], typer.Option(help="target task(s) (a table column); default: the protocol's")] = None,
@@ -32,7 +32,7 @@ def bench(
     data: Annotated[Optional[str], typer.Option(help="benchmark data dir (default $ARCHLORE_DATA, else ../shared/data)")] = None,
     llm: Annotated[Optional[str], typer.Option(help="LLM for strategy agent: none | local | openai:MODEL[@URL]")] = None,
     memory: Annotated[Optional[str], typer.Option(help="agent strategy: recall from a copy of the memory at PATH, read-only (default: no memory)")] = None,
-    agent_strategy: Annotated[Optional[str], typer.Option(help="agent strategy: the search inside its filters, guided-rea (default), rea or random")] = None,
+    agent_strategy: Annotated[Optional[str], typer.Option(help="agent strategy: the search inside its filters, guided-rea (default), rea, random or guided-rank")] = None,
     allow_target_in_memory: Annotated[bool, typer.Option("--allow-target-in-memory", help="run even if the memory's provenance names a target (or is unknown)")] = False,
     cluster: Annotated[Optional[str], typer.Option(help="run the seeds as Ray tasks over a cluster's cores: local, auto or ray://HOST:PORT (pip install 'archlore[ray]')")] = None,
 ) -> None:
