@@ -185,3 +185,17 @@ def test_bench_strategy_rank_asks_the_ranker_role_through_one_server(data_dir):
         req = make_request(table, proto, "cifar100", None, 1000, options={"llm": f"openai:fake@{server.base_url}"})
         cells = run_strategy("rank", req)
     assert len(cells) == proto.budget == len(set(cells)) and len(server.requests) == n and not server.script
+
+
+def test_the_local_model_is_chosen_by_the_environment(monkeypatch):
+    import pytest
+
+    from archlore.agents.local_llm import QWEN25_CODER_0_5B, QWEN25_CODER_1_5B, LocalLLMError, LocalLLMServer, default_spec
+
+    monkeypatch.delenv("ARCHLORE_LLM_MODEL", raising=False)
+    assert default_spec() is QWEN25_CODER_1_5B
+    monkeypatch.setenv("ARCHLORE_LLM_MODEL", "0.5B")
+    assert default_spec() is QWEN25_CODER_0_5B and LocalLLMServer().model == QWEN25_CODER_0_5B.name
+    monkeypatch.setenv("ARCHLORE_LLM_MODEL", "7b")
+    with pytest.raises(LocalLLMError, match="ARCHLORE_LLM_MODEL='7b' is unknown: use 1.5b, 0.5b"):
+        default_spec()
