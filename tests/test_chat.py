@@ -227,6 +227,7 @@ def test_terminal_approve_edit_kill_resume(tmp_path: Path) -> None:
     _say(child, "/approve off", "approval off")
     child.expect("finished")
     _say(child, "/status", "done, 12/12 evaluations")
+    child.expect("archlore>")  # a Ctrl-D typed before the prompt is back would meet a cooked terminal
     child.sendcontrol("d")
     child.expect(pexpect_eof())
     out = subprocess.run([ARCHLORE, "sessions", "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=60)
@@ -348,6 +349,7 @@ def test_terminal_with_scripted_llm(tmp_path: Path) -> None:
         _say(child, "search cifar100 with 12 evaluations", "start_run")
         child.expect("Started a CIFAR-100 search")
         child.expect("finished")
+        child.expect("archlore>")
         child.sendcontrol("d")
         child.expect(pexpect_eof())
     finally:
@@ -367,3 +369,28 @@ def test_memory_from_chat_with_provenance(tmp_path: Path) -> None:
         assert chat.reply("/memory").startswith("error: give something to search for")
     finally:
         chat.close()
+
+
+@pytest.mark.slow  # a pty, a long search and two archlore processes: ~30 s on a busy 2-core machine
+def test_terminal_ctrl_c_and_kill_mid_search(tmp_path: Path) -> None:
+    child = _spawn(tmp_path)
+    (sid,) = SessionIds(tmp_path)
+    _say(child, "/run target=cifar100 budget=1000 approve=off", "planner: filter")
+    child.sendintr()  # Ctrl-C: stop the search after the evaluation in flight
+    child.expect(r"paused\S* after (\d+) evaluations")  # \S*: the colour code after "paused"
+    _say(child, "/status", "paused")
+    _say(child, "/continue", "continuing run")
+    child.expect("analyst")  # searching again
+    child.kill(signal.SIGKILL)  # killed mid-search
+    child.wait()
+    child = _spawn(tmp_path, "--session", sid)
+    assert "resuming run" in child.before and "left unfinished" in child.before
+    child.sendintr()
+    child.expect(r"paused\S* after (\d+) evaluations")  # \S*: the colour code after "paused"
+    used = int(child.match.group(1))
+    child.expect("archlore>")  # a Ctrl-D typed before the prompt is back would meet a cooked terminal
+    child.sendcontrol("d")
+    child.expect(pexpect_eof())
+    (run_id,) = [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    archs = _evals(tmp_path / "runs" / run_id, run_id)
+    assert 0 < len(archs) == used < 1000 and len(set(archs)) == len(archs)  # none lost, none twice
