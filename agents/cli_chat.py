@@ -47,11 +47,15 @@ def sessions(runs_dir: RunsOpt = None,
     """List chat sessions with their runs."""
     from rich.table import Table
 
-    from .sessions import SessionStore
+    from .runner import runs_dir as default_runs
+    from .sessions import SESSIONS_DB, SessionStore
 
     try:
-        with SessionStore(runs_dir) as store:
-            found = store.list()
+        if not (default_runs(runs_dir) / SESSIONS_DB).is_file():  # listing creates nothing
+            found = []
+        else:
+            with SessionStore(runs_dir) as store:
+                found = store.list()
     except ArchloreError as exc:
         _fail(exc)
     if as_json:

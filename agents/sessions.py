@@ -94,7 +94,11 @@ class SessionStore:
 
     def open(self, session_id: str | None = None, *, defaults: dict[str, Any] | None = None, create: bool = True) -> Session:
         """The session `session_id` (made when it does not exist and `create`), or a new one."""
-        sid = check_run_id(session_id) if session_id else new_session_id()
+        try:
+            sid = check_run_id(session_id) if session_id else new_session_id()
+        except ConfigError:
+            raise ConfigError(f"session id {session_id!r} is not allowed: use 1 to 100 letters, digits, '.', '_' "
+                              "or '-', starting with a letter or digit") from None
         found = self.get(sid)
         if found is not None:
             return found
