@@ -165,6 +165,8 @@ def run(
                 options["limits"] = parse_limits(max_cost)
             if objective:
                 options["objectives"] = parse_objectives(objective)
+                if executor == "train" and options["objectives"][0] == "accuracy":  # a trained candidate's: the target's
+                    options["objectives"][0] = target
             if llm_config:
                 from .roles import load_config
 

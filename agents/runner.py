@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -31,7 +32,7 @@ from archlore.tools.errors import ArchloreError, ConfigError, DataError
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.executors import Executor, TabularExecutor
 from archlore.tools.ledger import Ledger
-from archlore.tools.pareto import Objectives
+from archlore.tools.pareto import Objectives, check_trained
 from archlore.tools.source_view import SourceView
 from archlore.tools.spaces import SearchSpace, get_space
 from archlore.tools.tables import TASK_DESCRIPTIONS, Table, load_table, load_user_csv
@@ -96,14 +97,17 @@ def preflight(settings: RunSettings, table: Table | None = None) -> tuple[Search
     A budget above the number of architectures that can be evaluated is capped to it (and said).
     """
     space = get_space(settings.space)
-    if table is None and (settings.executor == "tabular" or settings.source or settings.objectives
+    if table is None and (settings.executor == "tabular" or settings.source
+                          or (settings.objectives and settings.executor == "tabular")
                           or (settings.limits and space.name in {"nb201", "tnb101"})):
         table = _table(settings, space)
     if settings.limits and table is not None and all(k in table.cost for k in settings.limits):
         table = constrain_table(table, settings.limits)  # over-limit cells have no result any more
     elif settings.limits and settings.executor == "tabular":
         check_names(settings.limits, list(table.cost) if table is not None else [], table.source if table else space.name)
-    if settings.objectives:
+    if settings.objectives and settings.executor == "train":
+        check_trained(settings.objectives)  # accuracy as trained, costs counted on the built model
+    elif settings.objectives:
         if table is None:
             raise DataError(f"--objective needs a results table for {space.name}: pass --data or --table")
         Objectives.of(table, settings.objectives)
@@ -292,7 +296,8 @@ def build_context(
         llm = make_llm(settings, stack)
     if isinstance(llm, RoleLLMs):
         llm = llm.fresh()  # shared clients (a benchmark's), this run's own chains and accounting
-    needs_cost = settings.limits or any(o in (table.cost if table else {}) for o in settings.objectives)
+    objectives = run_objectives(settings, executor, table)
+    needs_cost = settings.limits or (objectives is not None and any(objectives.is_cost(o) for o in objectives.names))
     return RunContext(
         settings=settings,
         space=space,
@@ -303,9 +308,22 @@ def build_context(
         llm=llm,
         memory=memory,
         on_event=on_event,
-        objectives=Objectives.of(table, settings.objectives) if settings.objectives and table is not None else None,
-        cost=(getattr(executor, "cost", None) or (TableCost(table) if table is not None and table.cost else None)) if needs_cost else None,
+        objectives=objectives,
+        cost=(getattr(executor, "cost", None) or (objectives.cost if objectives is not None else None)
+              or (TableCost(table) if table is not None and table.cost else None)) if needs_cost else None,
     )
+
+
+def run_objectives(settings: RunSettings, executor: Any, table: Table | None) -> Objectives | None:
+    """Pareto mode's objectives: a table's columns, or for trained candidates the validation
+    accuracy and the costs counted on the built model (the training executor's `cost_of`)."""
+    if not settings.objectives:
+        return None
+    if settings.executor == "train":
+        trainer = trainer_of(executor)
+        return Objectives.trained(settings.objectives, trainer if callable(getattr(trainer, "cost_of", None)) else None)
+    assert table is not None, "preflight checks that a tabular Pareto run has a table"
+    return Objectives.of(table, settings.objectives)
 
 
 def initial_state(settings: RunSettings) -> dict:
@@ -324,10 +342,10 @@ def build_record(ctx: RunContext, state: dict) -> dict:
     table = getattr(ctx.evaluator.executor, "table", None)
     flip = table is not None and s.target in table.lower_is_better  # show the user's own numbers
     evaluations = [_user_numbers(e.to_dict(), flip) for e in evs]
-    if ctx.objectives is not None:
-        for e in evaluations:
-            if e.get("valid") is not None:
-                e["objectives"] = ctx.objectives.user(ctx.objectives.values(ctx.space.from_string(e["arch"])))
+    if ctx.objectives is not None:  # the evaluated accuracy and, trained, the candidate's counted costs
+        for e, ev in zip(evaluations, evs):
+            if ev.valid is not None and math.isfinite(ev.valid):
+                e["objectives"] = ctx.objectives.user(ctx.objectives.values(ctx.space.from_string(e["arch"]), ev.valid, ev.cost))
     return {
         "record_version": RECORD_VERSION,
         "run_id": s.run_id,
@@ -419,9 +437,15 @@ def _front(ctx: RunContext, evaluations: list[dict]) -> list[dict]:
         return []
     from archlore.tools.pareto import front_of
 
-    ok = [e for e in evaluations if e.get("objectives")]
+    ok = list({e["arch"]: e for e in evaluations if e.get("objectives")}.values())  # a cell's last rung
     archs = [ctx.space.from_string(e["arch"]) for e in ok]
-    return [{"arch": ok[i]["arch"], "seq": ok[i]["seq"], **ok[i]["objectives"]} for i in front_of(ctx.objectives, archs)]
+    # the front over the recorded vectors (user numbers, turned back into values to maximise)
+    primary = [e["objectives"][ctx.objectives.names[0]] for e in ok]
+    if ctx.objectives.direction(ctx.objectives.names[0]) == "min":
+        primary = [-v for v in primary]
+    costs = [{n: e["objectives"][n] for n in ctx.objectives.names[1:] if ctx.objectives.is_cost(n)} for e in ok]
+    return [{"arch": ok[i]["arch"], "seq": ok[i]["seq"], **ok[i]["objectives"]}
+            for i in front_of(ctx.objectives, archs, primary, costs)]
 
 
 def execute(

@@ -15,9 +15,11 @@ Two modes, on held-out seeds (`--split heldout`: 1000..), budget 50:
   accuracy and the largest feasible FLOPs).
 
 Strategies: `random` (uniform over the feasible cells), `rea` (REA whose population and mutations
-stay feasible: up to 50 mutation tries, then the nearest feasible cell), and `agent` (the agents
-with `--llm none`, source table cut to the same limits). In Pareto mode each strategy's fitness
-is the non-domination rank (`tools.pareto.ParetoProposer`).
+stay feasible: up to 50 mutation tries, then the nearest feasible cell), `copy-top` (the source's
+cells under the limits in the source's order: by source accuracy, as in baselines.py; in Pareto
+mode the source's (accuracy, FLOPs) front, then its next fronts), and `agent` (the agents with
+`--llm none`, source table cut to the same limits). In Pareto mode the fitness of random, REA
+and the agents is the non-domination rank (`tools.pareto.ParetoProposer`); copy-top ignores it.
 
     archlore experiment constrained --seeds 30 --split heldout --out benchmarks/results/constrained-nb201.json
     (or python -m archlore.benchmarks.constrained with the same options)
@@ -51,7 +53,7 @@ from . import protocols as P
 from .harness import StrategyRequest, dumps, make_request
 
 PAIRS = (("cifar100", "cifar10"), ("cifar10", "cifar100"), ("imagenet16-120", "cifar100"))
-STRATEGIES = ("random", "rea", "agent")
+STRATEGIES = ("random", "rea", "copy-top", "agent")
 BUDGET = 50
 AT = (20, 50)
 COST = "flops"  # the Pareto mode's second objective
@@ -108,6 +110,47 @@ class FeasibleREA:
         return FeasibleRandom(tuple(sorted(self.feasible))).propose(space, history, flt, rng)
 
 
+@dataclass(frozen=True)
+class FeasibleCopyTop:
+    """The source's cells in the given order (all feasible: the source table is cut to the limits
+    too), then uniform over the feasible cells once they are used up."""
+
+    order: tuple[Arch, ...]
+    feasible: tuple[int, ...]
+    name: str = "copy-top"
+
+    def propose(self, space: SearchSpace, history, flt: SpaceFilter, rng: np.random.Generator) -> Arch:
+        seen = {a for a, _ in history}
+        for a in self.order:
+            if a not in seen:
+                return a
+        return FeasibleRandom(self.feasible).propose(space, history, flt, rng)
+
+
+def copy_top_order(req: StrategyRequest, budget: int) -> tuple[Arch, ...]:
+    """Single objective: the source's best feasible cells by validation accuracy (baselines.py's
+    copy-top under the limits). Pareto mode: the source's (accuracy, FLOPs) front, best source
+    accuracy first, then its next fronts (non-domination ranks 1, 2, ...) until `budget` cells."""
+    assert req.view is not None and req.source is not None, "copy-top needs a source"
+    if not req.options.get("pareto"):
+        return tuple(a for a, _ in req.view.top_cells(req.source, budget))
+    cells = req.view.ranked(req.source)  # best source accuracy first: the order within a front
+    key = (req.source, budget, hash(cells.tobytes()))
+    if key not in _FRONT_ORDER:
+        source_valid = np.array([v for _, v in req.view.top_cells(req.source, cells.size)])
+        pts = np.stack([source_valid, -req.sealed_table().cost[COST][cells]], axis=1)
+        left, order = np.arange(cells.size), []
+        while left.size and len(order) < budget:  # peel fronts off until the budget is covered
+            front = left[nondominated(pts[left])]  # ascending positions: best source accuracy first
+            order.extend(int(cells[i]) for i in front)
+            left = np.setdiff1d(left, front)
+        _FRONT_ORDER[key] = tuple(order[:budget])
+    return tuple(req.space.from_index(i) for i in _FRONT_ORDER[key])
+
+
+_FRONT_ORDER: dict[tuple, tuple[int, ...]] = {}  # the same for every seed: computed once per source
+
+
 def _search(req: StrategyRequest, proposer) -> None:
     ledger = Ledger(None)
     try:
@@ -129,6 +172,8 @@ def run_strategy(name: str, req: StrategyRequest) -> list[int]:
         _search(req, _pareto(req, FeasibleRandom(tuple(int(i) for i in feasible))))
     elif name == "rea":
         _search(req, _pareto(req, FeasibleREA(frozenset(int(i) for i in feasible), req.population, req.tournament)))
+    elif name == "copy-top":  # ignores fitness: in Pareto mode its order is already the source's fronts
+        _search(req, FeasibleCopyTop(copy_top_order(req, req.budget), tuple(int(i) for i in feasible)))
     elif name == "agent":
         from archlore.agents.context import RunSettings
         from archlore.agents.runner import execute

@@ -143,3 +143,28 @@ def test_evidence_carries_cost_effects_per_choice_for_the_analyst():
     assert Evidence.from_json(ev.to_json()) == ev
     text = render_evidence(ev.stats, ev.costs)
     assert "costs (mean over" in text and "c at p0 costs +" in text
+
+
+@needs_data
+def test_constrained_benchmark_copy_top_follows_the_source_under_the_limits(data_dir):
+    from archlore.benchmarks import constrained as C
+    from archlore.benchmarks.harness import make_request
+    from archlore.tools.tables import load_nb201
+
+    full = load_nb201(str(data_dir))
+    limits = C.nb201_limits(full)
+    table = constrain_table(full, limits)
+    feasible = table.known("cifar10")
+    by_source = feasible[np.argsort(-table.valid["cifar10"][feasible], kind="stable")]
+    req = make_request(table, C.protocol(), "cifar100", "cifar10", 1000, options={"pareto": False})
+    cells = C.run_strategy("copy-top", req)
+    assert cells == [int(i) for i in by_source[:50]]  # the source's best feasible cells, in order
+    # Pareto: the source's (accuracy, FLOPs) front over the feasible cells first, best source accuracy first
+    acc, flops = table.valid["cifar10"][feasible], table.cost["flops"][feasible]
+    on_front = [int(feasible[j]) for j in range(feasible.size)
+                if not np.any((acc >= acc[j]) & (flops <= flops[j]) & ((acc > acc[j]) | (flops < flops[j])))]
+    req = make_request(table, C.protocol(), "cifar100", "cifar10", 1000, options={"pareto": True})
+    cells = C.run_strategy("copy-top", req)
+    assert len(cells) == 50 and set(cells[: len(on_front)]) == set(on_front)
+    assert cells[: len(on_front)] == sorted(on_front, key=lambda i: -table.valid["cifar10"][i])
+    assert all(full.cost["flops"][i] <= limits["flops"] and full.cost["latency"][i] <= limits["latency"] for i in cells)

@@ -130,3 +130,72 @@ def test_pareto_principles_are_stored_apart_and_recalled_by_the_next_pareto_run(
     assert CliRunner().invoke(app, [*base, "--objective", "loss,flops", "--run-id", "p2", "--seed", "1"]).exit_code == 0
     rec = json.loads((runs / "p2" / "record.json").read_text())
     assert rec["recalled"] and rec["recalled"][0]["task"] == "loss/pareto:flops"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_two_objective_front_matches_brute_force_with_ties(seed):
+    rng = np.random.default_rng(10 + seed)
+    pts = rng.integers(0, 5, size=(80, 2)).astype(float)  # many equal first values and equal rows
+    pts[:5] = pts[5]  # repeated rows: all kept when on the front
+    assert list(nondominated(pts)) == _brute_front(pts)
+
+
+# -- Pareto mode with trained candidates (--executor train) ---------------------------------------
+TRAIN_SPACE = "name: tinynet\npositions:\n  width: [2, 4, 8]\n  hidden: [4, 16]\n  pool: [avg, max]\n"
+TRAIN_BUILDER = '''
+from torch import nn
+
+
+def build(arch, shape):
+    c, w, h = shape.input[0], int(arch["width"]), int(arch["hidden"])
+    pool = nn.AdaptiveAvgPool2d(1) if arch["pool"] == "avg" else nn.AdaptiveMaxPool2d(1)
+    return nn.Sequential(nn.Conv2d(c, w, 3, padding=1), nn.ReLU(), pool, nn.Flatten(),
+                         nn.Linear(w, h), nn.ReLU(), nn.Linear(h, shape.num_classes))
+'''
+
+
+@pytest.fixture
+def trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    import uuid
+
+    import torch
+
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ARCHLORE_TRAIN_CACHE", "off")
+    monkeypatch.setenv("ARCHLORE_TRAIN_THREADS", "1")
+    module = f"paretonets_{uuid.uuid4().hex[:8]}"  # modules stay imported between tests
+    (tmp_path / f"{module}.py").write_text(TRAIN_BUILDER)
+    (tmp_path / "space.yaml").write_text(TRAIN_SPACE)
+    (tmp_path / "tiny.yaml").write_text("base: proxy\nepochs: 2\nbatch_size: 16\nlr: 0.1\n")
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    x = rng.normal(size=(90, 3, 6, 6)).astype(np.float32)
+    for c in range(3):
+        x[y == c, :, 2 * c : 2 * c + 2, :] += 2.0
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    return tmp_path, module
+
+
+def test_pareto_run_with_trained_candidates_returns_the_front_of_its_evaluations(trained):
+    root, module = trained
+    base = ["run", "--space", "space.yaml", "--executor", "train", "--dataset", "npz:data.npz", "--recipe", "tiny.yaml",
+            "--model", f"{module}:build", "--source", "none", "--llm", "none", "--memory", "off", "--runs-dir", "runs", "-q"]
+    res = CliRunner().invoke(app, [*base, "--objective", "accuracy,flops", "--budget", "8", "--run-id", "tp"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rec = json.loads((root / "runs" / "tp" / "record.json").read_text())
+    assert rec["objectives"] == ["npz:data", "flops"]  # "accuracy" is the trained target's validation accuracy
+    evs = [e for e in rec["evaluations"] if e.get("valid") is not None and np.isfinite(e["valid"])]
+    assert len({e["arch"] for e in evs}) == 8
+    for e in evs:  # the cost is the one counted on the trained candidate (Metrics.cost), as recorded
+        assert e["objectives"] == {"npz:data": e["valid"], "flops": e["cost"]["flops"]} and e["cost"]["flops"] > 0
+    pts = np.array([[e["valid"], -e["cost"]["flops"]] for e in evs])
+    brute = {evs[i]["arch"] for i in _brute_front(pts)}
+    assert {f["arch"] for f in rec["front"]} == brute and rec["front"]
+    accs = [f["npz:data"] for f in rec["front"]]
+    assert accs == sorted(accs, reverse=True)
+    res = CliRunner().invoke(app, ["show", "tp", "--runs-dir", "runs"])
+    assert res.exit_code == 0 and "Pareto front" in res.output
+    res = CliRunner().invoke(app, [*base, "--objective", "accuracy,latency", "--budget", "2", "--run-id", "bad"])
+    assert res.exit_code == 2 and "counted on the built model" in res.output

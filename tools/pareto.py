@@ -6,13 +6,19 @@ turned into a value to MAXIMISE (costs negated) by `Objectives.values`; `Objecti
 vector back into the user's own numbers. Strategies see one scalar fitness per evaluation:
 `ParetoProposer` replaces it by the negated non-domination rank (front 0 is best), so REA, guided
 REA and random search pursue the whole front without knowing there are several objectives.
+
+Without a table (`--executor train`) the objectives come from the run itself (`Objectives.trained`):
+the first, the target, is the validation accuracy the candidate was trained to; a cost is what the
+cost function counts on the built model (the training executor's `cost_of`: params, flops), or
+the evaluation's own recorded cost (`Metrics.cost`) where it is given.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +27,7 @@ from .spaces import Arch, SearchSpace, SpaceFilter
 from .tables import Table
 
 KNOWN_COSTS = ("params", "flops", "latency")  # lower is better wherever they appear
+TRAINED_COSTS = ("params", "flops", "params_mb", "flops_m")  # what the training executor counts on a built model
 
 
 def parse_objectives(text: str | Sequence[str] | None) -> list[str]:
@@ -37,10 +44,12 @@ def parse_objectives(text: str | Sequence[str] | None) -> list[str]:
 
 @dataclass(frozen=True)
 class Objectives:
-    """Objective names over one table; `values(arch)` is a vector to maximise."""
+    """Objective names over one table (or, trained, over a cost function); `values(arch)` is a
+    vector to maximise."""
 
-    table: Table
+    table: Table | None
     names: tuple[str, ...]
+    cost: Any = None  # a CostFunction (`cost_of(arch) -> {name: value}`) for costs the table lacks
 
     @classmethod
     def of(cls, table: Table, names: Sequence[str]) -> Objectives:
@@ -52,15 +61,44 @@ class Objectives:
             raise ConfigError(f"--objective {','.join(names)}: the first objective must be a metric (a task), got the cost {names[0]!r}")
         return cls(table, tuple(names))
 
+    @classmethod
+    def trained(cls, names: Sequence[str], cost: Any = None) -> Objectives:
+        """Trained candidates: the first name is the target (its validation accuracy, passed to
+        `values` as `primary`), the others costs counted on the built model (`TRAINED_COSTS`)."""
+        check_trained(names)
+        return cls(None, tuple(names), cost)
+
+    def is_cost(self, name: str) -> bool:
+        return name != self.names[0] and (self.table is None or name not in self.table.valid)
+
     def direction(self, name: str) -> str:
-        return "min" if name in self.table.cost else self.table.direction(name)
+        if self.is_cost(name):
+            return "min"
+        return self.table.direction(name) if self.table is not None else "max"
 
     def _raw(self, name: str) -> np.ndarray:
+        assert self.table is not None, "a table's objectives"
         return self.table.valid[name] if name in self.table.valid else -self.table.cost[name]
 
-    def values(self, arch: Arch) -> tuple[float, ...]:
-        i = self.table.space.index(arch)
-        return tuple(float(self._raw(n)[i]) for n in self.names)
+    def values(self, arch: Arch, primary: float | None = None, cost: Mapping[str, float] | None = None) -> tuple[float, ...]:
+        """The vector to maximise. `primary`: the target's value as evaluated (a trained
+        candidate's validation accuracy; a table's own value wins); `cost`: the evaluation's
+        recorded costs (else the table's, else the cost function's)."""
+        i = self.table.space.index(arch) if self.table is not None else None
+        counted: dict[str, float] | None = None
+        out = []
+        for n in self.names:
+            if self.table is not None and (n in self.table.valid or n in self.table.cost):
+                out.append(float(self._raw(n)[i]))
+            elif n == self.names[0]:
+                out.append(float("nan") if primary is None else float(primary))
+            elif cost is not None and n in cost:
+                out.append(-float(cost[n]))
+            else:
+                if counted is None:
+                    counted = dict(self.cost.cost_of(arch)) if self.cost is not None else {}
+                out.append(-float(counted[n]) if n in counted else float("nan"))
+        return tuple(out)
 
     def matrix(self, indices: np.ndarray) -> np.ndarray:
         return np.stack([self._raw(n)[indices] for n in self.names], axis=1)
@@ -69,8 +107,21 @@ class Objectives:
         """The user's own numbers: costs as they are, lower-is-better metrics un-negated."""
         out = {}
         for n, v in zip(self.names, vector):
-            out[n] = -v if n in self.table.cost else float(self.table.user_value(n, v))
+            if self.is_cost(n):
+                out[n] = -v
+            else:
+                out[n] = float(self.table.user_value(n, v)) if self.table is not None else float(v)
         return out
+
+
+def check_trained(names: Sequence[str]) -> None:
+    """Trained candidates trade their accuracy only against what is counted on the built model."""
+    other = [n for n in names[1:] if n not in TRAINED_COSTS]
+    if other:
+        raise ConfigError(
+            f"--objective {','.join(names)}: with --executor train the objectives are the target's validation "
+            f"accuracy then costs counted on the built model ({', '.join(TRAINED_COSTS)}); {other[0]!r} is neither"
+        )
 
 
 def nondominated(points: np.ndarray) -> np.ndarray:
@@ -81,6 +132,8 @@ def nondominated(points: np.ndarray) -> np.ndarray:
     pts = np.asarray(points, dtype=float)
     if pts.size == 0:
         return np.zeros(0, dtype=np.int64)
+    if pts.ndim == 2 and pts.shape[1] == 2 and not np.isnan(pts).any():
+        return _nondominated_2d(pts)
     keep = []
     for i, p in enumerate(pts):
         ge = np.all(pts >= p, axis=1)
@@ -88,6 +141,21 @@ def nondominated(points: np.ndarray) -> np.ndarray:
         if not np.any(ge & gt):
             keep.append(i)
     return np.array(keep, dtype=np.int64)
+
+
+def _nondominated_2d(pts: np.ndarray) -> np.ndarray:
+    """`nondominated` for two objectives in O(n log n): sorted by the first objective, a row is
+    dominated when a row with a larger first value has a second value at least as large, or a row
+    with the same first value has a larger second one."""
+    x, y = pts[:, 0], pts[:, 1]
+    order = np.lexsort((-y, -x))  # first objective descending, ties: second descending
+    xs, ys = x[order], y[order]
+    new_group = np.r_[True, xs[1:] != xs[:-1]]
+    group = np.cumsum(new_group) - 1
+    group_max = np.maximum.reduceat(ys, np.flatnonzero(new_group))  # the group's best second value
+    best_before = np.r_[-np.inf, np.maximum.accumulate(group_max)[:-1]]  # over strictly larger first values
+    keep = (best_before[group] < ys) & (group_max[group] <= ys)
+    return np.sort(order[keep]).astype(np.int64)
 
 
 def ranks(points: np.ndarray) -> np.ndarray:
@@ -134,8 +202,8 @@ class ParetoProposer:
     def fitness(self, history: Sequence[tuple[Arch, float]]) -> list[tuple[Arch, float]]:
         if not history:
             return []
-        pts = np.array([self.objectives.values(a) for a, _ in history])
-        rk = ranks(pts)
+        pts = np.array([self.objectives.values(a, f) for a, f in history], dtype=float).reshape(len(history), -1)
+        rk = ranks(np.nan_to_num(pts, nan=-np.inf))  # an unknown value never dominates
         primary = pts[:, 0]
         span = float(np.nanmax(primary) - np.nanmin(primary)) or 1.0
         tie = (primary - np.nanmin(primary)) / span * 0.5  # < 1: never overturns a rank
@@ -145,12 +213,18 @@ class ParetoProposer:
         return self.inner.propose(space, self.fitness(history), flt, rng)  # type: ignore[attr-defined]
 
 
-def front_of(objectives: Objectives, archs: Sequence[Arch]) -> list[int]:
-    """Positions in `archs` of its Pareto front, ordered by the first objective, best first."""
+def front_of(
+    objectives: Objectives, archs: Sequence[Arch], primary: Sequence[float | None] | None = None,
+    costs: Sequence[Mapping[str, float] | None] | None = None,
+) -> list[int]:
+    """Positions in `archs` of its Pareto front, ordered by the first objective, best first.
+    `primary`/`costs`: per arch, the evaluated target value and recorded costs (`Objectives.values`)."""
     if not archs:
         return []
-    pts = np.array([objectives.values(a) for a in archs])
-    idx = nondominated(pts)
+    pts = np.array([objectives.values(a, primary[k] if primary is not None else None, costs[k] if costs is not None else None)
+                    for k, a in enumerate(archs)], dtype=float).reshape(len(archs), -1)
+    finite = np.flatnonzero(np.all(np.isfinite(pts), axis=1))  # a failed candidate is on no front
+    idx = finite[nondominated(pts[finite])]
     return [int(i) for i in idx[np.argsort(-pts[idx, 0], kind="stable")]]
 
 
