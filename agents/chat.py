@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
 
 from archlore.tools.errors import ArchloreError, ConfigError
-from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    AnyMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
@@ -221,7 +228,7 @@ class RunManager:
             status = "paused"
         except ArchloreError as exc:
             detail = " ".join(str(exc).split())
-        except Exception as exc:  # noqa: BLE001 - a bug must not end the chat: say it, keep the log
+        except Exception as exc:  # a bug must not end the chat: say it, keep the log
             log.exception("run %s failed", run_id)
             detail = f"internal error {type(exc).__name__}: {str(exc)[:200]}"
         if status == "paused" and self._exiting:
@@ -370,7 +377,7 @@ class ChatSession:
         for fn in list(self._listeners):
             try:
                 fn(ev)
-            except Exception:  # noqa: BLE001 - a display must never stop a run
+            except Exception:  # a display must never stop a run
                 log.exception("chat listener failed")
 
     def open(self) -> list[str]:

@@ -198,7 +198,7 @@ def explain_principle(chat: ChatSession, a: Explain) -> Answer:
     lines = [f"{a.number}. {p['direction']} {p['choice']} @ {p['position']} (confidence {p['confidence']:.2f}): {p['text']}",
              f"evidence given: {p.get('evidence') or '-'}"]
     if rows:
-        mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+        mean = lambda xs: sum(xs) / len(xs) if xs else None
         lines.append(f"this run: {len(with_)} evaluated cells have it (mean valid {_fmt(mean(with_))}), "
                      f"{len(without)} do not ({_fmt(mean(without))})")
         top = sorted((e for has, e in rows if has), key=lambda e: -e["valid"])[:5]
@@ -332,7 +332,6 @@ def data_tasks(row: dict[str, Any]) -> list[str]:
 
 
 def compare(chat: ChatSession, a: RunRef) -> Answer:
-    from . import plots
 
     run_id = chat.runs.current(a.run_id)
     rec = run_view(chat.root, run_id)

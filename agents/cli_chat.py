@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from archlore.tools.errors import ArchloreError
@@ -15,16 +15,16 @@ from archlore.tools.errors import ArchloreError
 from .cli_common import console
 from .cli_common import fail as _fail
 
-SessionOpt = Annotated[Optional[str], typer.Option("--session", help="resume this session (its conversation and any unfinished run); default: a new one")]
-LlmOpt = Annotated[Optional[str], typer.Option(help="the coordinator's and new runs' LLM: none | local | openai:MODEL[@BASE_URL]  [default: none, or the session's]")]
-MemoryOpt = Annotated[Optional[str], typer.Option(help="principle memory: a path, an http:// Chroma server, or 'off' (default: the per-user store)")]
-DataOpt = Annotated[Optional[str], typer.Option(help="benchmark data dir (default $ARCHLORE_DATA, else ../shared/data)")]
-RunsOpt = Annotated[Optional[Path], typer.Option(help="where runs and sessions live (default $ARCHLORE_RUNS, else ./runs)")]
-ApproveOpt = Annotated[Optional[bool], typer.Option("--approve/--no-approve", help="new runs wait for approval of each filter  [default: on]")]
+SessionOpt = Annotated[str | None, typer.Option("--session", help="resume this session (its conversation and any unfinished run); default: a new one")]
+LlmOpt = Annotated[str | None, typer.Option(help="LLM of the chat and of the runs it starts: none, local, openai:MODEL or openai:MODEL@BASE_URL, or per role, e.g. coordinator=openai:MODEL,default=none (default: the session's, else none)")]
+MemoryOpt = Annotated[str | None, typer.Option(help="principle memory: a path, an http:// Chroma server, or 'off' (default: the per-user store)")]
+DataOpt = Annotated[str | None, typer.Option(help="benchmark data dir (default $ARCHLORE_DATA, else ../shared/data)")]
+RunsOpt = Annotated[Path | None, typer.Option(help="where runs and sessions live (default $ARCHLORE_RUNS, else ./runs)")]
+ApproveOpt = Annotated[bool | None, typer.Option("--approve/--no-approve", help="new runs wait for approval of each filter (default: on)")]
 
 
 def _session(session: str | None, llm: str | None, memory: str | None, data: str | None, runs_dir: Path | None,
-             approve: bool | None, *, create: bool = True):  # noqa: ANN202 - ChatSession, imported lazily
+             approve: bool | None, *, create: bool = True):
     from .chat import ChatSession
 
     return ChatSession(session_id=session, root=runs_dir, llm=llm, memory=memory, data=data, approve=approve, create=create)

@@ -46,7 +46,7 @@ def baseline_curves(record: dict[str, Any], *, seeds: int = BASELINE_SEEDS, data
         raw["data"] = data
     try:
         settings = RunSettings.from_json({**raw, "source": None, "run_id": "baseline"})
-        space, table = preflight(settings)
+        _, table = preflight(settings)
     except ArchloreError as exc:
         log.info("no baselines for %s: %s", record.get("run_id"), exc)
         return {}
@@ -103,8 +103,8 @@ def draw_filter(ax: Any, record: dict[str, Any], space: Any = None) -> None:
                 name = p.choices[arch[i]]
                 if p.name in positions and name in choices:
                     ax.plot(choices.index(name), positions.index(p.name), "o", mfc="none", mec="C3", ms=14, mew=2)
-        except Exception:  # noqa: BLE001 - a ring is decoration; never fail a figure for it
-            pass
+        except Exception as exc:  # noqa: BLE001 - a ring is decoration; never fail a figure for it
+            log.debug("no ring for the best cell %s: %s", best, exc)
     ax.set_xticks(range(len(choices)), choices, rotation=30, ha="right", fontsize=7)
     ax.set_yticks(range(len(positions)), positions, fontsize=7)
     ax.set_title(f"filter of round {last['round']} ({last['how']}): {last['size']} cells; ring = best cell", fontsize=9)

@@ -86,7 +86,7 @@ class SessionStore:
         self._db.close()
         self._ckpt.close()
 
-    def __enter__(self) -> SessionStore:
+    def __enter__(self) -> SessionStore:  # noqa: PYI034 - a plain class, never subclassed
         return self
 
     def __exit__(self, *exc: object) -> None:

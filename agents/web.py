@@ -128,8 +128,8 @@ def build(sessions: Sessions) -> None:
 
             def work() -> None:
                 try:
-                    for ev in chat.send(text):
-                        events.append(ev)
+                    for ev in chat.send(text):  # one by one: the page shows each as it comes
+                        events.append(ev)  # noqa: PERF402
                 finally:
                     done.set()
 

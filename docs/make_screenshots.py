@@ -88,9 +88,10 @@ def terminal(runs: Path) -> None:
         keys("/compare", 4)
         screen = subprocess.run(["tmux", "capture-pane", "-e", "-p", "-t", name], capture_output=True, text=True, check=True).stdout
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name])
-    console = Console(record=True, width=150, force_terminal=True, color_system="truecolor", file=open(os.devnull, "w"))
-    console.print(Text.from_ansi(screen.rstrip("\n")))
+        subprocess.run(["tmux", "kill-session", "-t", name], check=False)
+    with open(os.devnull, "w") as sink:
+        console = Console(record=True, width=150, force_terminal=True, color_system="truecolor", file=sink)
+        console.print(Text.from_ansi(screen.rstrip("\n")))
     svg = console.export_svg(title="archlore chat")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

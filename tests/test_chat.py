@@ -118,7 +118,7 @@ def test_slash_commands(tmp_path: Path) -> None:
     finally:
         chat.close()
     # a run started from chat is an ordinary run: `archlore show` reads it
-    out = subprocess.run([ARCHLORE, "show", run_id, "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([ARCHLORE, "show", run_id, "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0 and "12/12 evaluations" in out.stdout
     rec = json.loads((tmp_path / "runs" / run_id / "record.json").read_text())
     assert [e["event"] for e in rec["events"] if e.get("node") == "approve"][:2] == ["edited", "edited"]
@@ -175,7 +175,7 @@ def test_session_persists_and_resumes_an_unfinished_run(tmp_path: Path) -> None:
     again = ChatSession(session_id=sid, root=tmp_path / "runs", data=str(DATA), create=False)
     try:
         assert again.defaults["memory"] == "off"  # the session's defaults come back with it
-        assert [t for r, t, _ in again.history() if r == "user"] == [f"/run target=cifar100 budget=15"]
+        assert [t for r, t, _ in again.history() if r == "user"] == ["/run target=cifar100 budget=15"]
         notes = again.open()
         assert notes == [f"resuming run {run_id}, left unfinished when the chat stopped"]
         again.runs.wait(60)
@@ -184,7 +184,7 @@ def test_session_persists_and_resumes_an_unfinished_run(tmp_path: Path) -> None:
         again.close()
     with pytest.raises(Exception, match="no chat session"):
         ChatSession(session_id="nope", root=tmp_path / "runs", create=False)
-    out = subprocess.run([ARCHLORE, "sessions", "--runs-dir", str(tmp_path / "runs"), "--json"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([ARCHLORE, "sessions", "--runs-dir", str(tmp_path / "runs"), "--json"], capture_output=True, text=True, timeout=60, check=False)
     listed = json.loads(out.stdout)
     assert listed[0]["id"] == sid and listed[0]["runs"] == [{"run_id": run_id, "status": "done"}]
 
@@ -234,7 +234,7 @@ def test_terminal_approve_edit_kill_resume(tmp_path: Path) -> None:
     child.expect("archlore>")  # a Ctrl-D typed before the prompt is back would meet a cooked terminal
     child.sendcontrol("d")
     child.expect(pexpect_eof())
-    out = subprocess.run([ARCHLORE, "sessions", "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([ARCHLORE, "sessions", "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=60, check=False)
     assert sid[:12] in out.stdout
 
 
@@ -264,7 +264,7 @@ class StreamingFake:
             def log_message(self, *a: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append(body)
                 call, text, check = outer.script.pop(0) if outer.script else (None, "script exhausted", None)
@@ -279,7 +279,7 @@ class StreamingFake:
                                             "function": {"name": call[0], "arguments": json.dumps(call[1])}}]
                 head = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "fake"}
                 if not body.get("stream"):
-                    msg = {"role": "assistant", "content": text or None, **({"tool_calls": [dict(delta["tool_calls"][0], **{})]} if call else {})}
+                    msg = {"role": "assistant", "content": text or None, **({"tool_calls": [dict(delta["tool_calls"][0])]} if call else {})}
                     if call:
                         msg["tool_calls"][0].pop("index")
                     data = json.dumps({**head, "object": "chat.completion", "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if call else "stop"}],
