@@ -91,5 +91,9 @@ def test_web_chat_approve_plot_reload(server: tuple[str, str]) -> None:
             page.get_by_text(f"session {sid}").wait_for(timeout=30000)
             page.get_by_text("/run target=cifar100 budget=12").wait_for(timeout=30000)  # the conversation is back
             page.locator("#approve").wait_for(timeout=30000)  # and so is the waiting filter
+            page.get_by_text("memory", exact=True).click()  # the memory browser answers (this server runs without one)
+            page.get_by_placeholder("search principles across tasks").fill("image classification")
+            page.locator("#memory-search").click()
+            page.get_by_text("runs with --memory off").wait_for(timeout=30000)
         finally:
             browser.close()
