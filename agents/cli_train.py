@@ -9,7 +9,8 @@ finished training, so Ctrl-C keeps what finished).
 notation (`architecture.txt`: a DARTS genotype, an NB201 arch string, a user space's choices),
 `model.json` (builder, options, data shape, choices), the recipe (`recipe.yaml`), the trained
 weights (`weights.pt`, a state_dict) and a README with a loader snippet. The weights come from
-`archlore train` when it trained that architecture; otherwise export trains it once.
+`archlore train` when it trained that architecture (the seed with the best validation
+accuracy); otherwise export trains it once, with the run's own recipe unless --recipe is given.
 
 Which architectures are "best": the run's results at the highest fidelity any architecture
 reached (successive halving's last rung), ranked by validation accuracy, as the run's own best
@@ -97,9 +98,9 @@ def _settings(rec: dict, dataset: str | None, data_root: str | None) -> Any:
     return RunSettings.from_json(raw)
 
 
-def _recipe(settings: Any, space_name: str, name: str | None) -> Any:
-    """--recipe, else the space's full recipe (nb201-200, darts), else the run's own recipe at
-    its full epochs (a fidelity run's last rung)."""
+def _recipe(settings: Any, space_name: str | None, name: str | None) -> Any:
+    """--recipe, else the space's full recipe (nb201-200, darts), else (and always when
+    `space_name` is None) the run's own recipe at its full epochs (a fidelity run's last rung)."""
     from archlore.tools.recipe import load_recipe
 
     if name is not None:
@@ -204,7 +205,7 @@ from pathlib import Path
 import torch
 from archlore.tools.builders import DataShape, build_model, resolve_builder
 
-here = Path("{here}")  # this folder
+here = Path("{here}")  # this folder (change it if you move the folder){path_line}
 info = json.loads((here / "model.json").read_text())
 builder = resolve_builder(info["builder"], info["options"])
 shape = DataShape(tuple(info["input_shape"]), info["num_classes"])
@@ -276,11 +277,15 @@ def export_model(rec: dict, final_dir: Path, out: Path, *, recipe: str | None, d
         metrics = {"valid": run["valid"], "test": run["test"], "seed": run["seed"]}
         state = torch.load(weights_src, map_location="cpu")
     else:
-        trainer = make_trainer(settings, _recipe(settings, trainer_space(settings), recipe), device)
+        # without `archlore train`'s weights: the run's own recipe (what the search trained), never
+        # a long full recipe by surprise
+        trainer = make_trainer(settings, _recipe(settings, None, recipe), device)
         space = trainer.space
         if progress:
-            progress(f"no weights from `archlore train` for {pick['arch']}: training it once "
-                     f"({trainer.recipe.name}, {trainer.recipe.epochs} epochs, seed 0)")
+            progress(f"no weights from `archlore train` for {pick['arch']}: training it once with "
+                     f"{'the run' + chr(39) + 's recipe ' if recipe is None else 'recipe '}{trainer.recipe.name} "
+                     f"({trainer.recipe.epochs} epochs, seed 0); `archlore train {rec.get('run_id')} --best` first "
+                     "trains it with the full recipe over seeds")
         t = trainer.train(space.from_string(pick["arch"]), seed=0)
         if not t.metrics.ok or t.model is None:
             raise DataError(f"training {pick['arch']} failed: {t.metrics.reason}")
@@ -317,6 +322,7 @@ def _readme(info: dict, out: Path, copied: str) -> str:
                  "notation (read it with `archlore.tools.darts.parse_genotype`)",
         "nb201": "the NAS-Bench-201 arch string",
     }.get(space, f"the canonical string of space `{space}`; `model.json` lists the choice of every position")
+    path_line = "\nimport sys; sys.path.insert(0, str(here))  # the builder's module, copied here" if copied else ""
     choices = "\n".join(f"- {k}: {v}" for k, v in info["choices"].items())
     data = info["data"]
     test = "-" if info.get("test") is None else f"{info['test']:.2f}%"
@@ -338,7 +344,7 @@ def _readme(info: dict, out: Path, copied: str) -> str:
 ## Loading it
 
 ```python
-{LOADER.format(here=out.resolve(), num_classes=info['num_classes'])}```
+{LOADER.format(here=out.resolve(), num_classes=info['num_classes'], path_line=path_line)}```
 {copied}
 ## Inputs
 
@@ -412,7 +418,7 @@ def export(
     run: Annotated[str, typer.Argument(help="a run id (under --runs-dir) or a record JSON file")],
     out: Annotated[Path, typer.Option(help="the folder to write (architecture, recipe, weights, README)")],
     best: Annotated[bool, typer.Option("--best", help="export the run's best architecture")] = False,
-    recipe: Annotated[Optional[str], typer.Option(help="train with this recipe instead of using `archlore train`'s weights")] = None,
+    recipe: Annotated[Optional[str], typer.Option(help="train with this recipe instead of using `archlore train`'s weights  [default: train's weights, else one training with the run's own recipe]")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="train on another data set than the run's (needed for a tabular run)")] = None,
     data_root: Annotated[Optional[str], typer.Option(help="where cifar10/cifar100/imagenet16-120 live")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N  [default: the run's]")] = None,
