@@ -32,16 +32,23 @@ TAG = f"archlore-test-ray-{uuid.uuid4().hex[:8]}"
 pytestmark = pytest.mark.slow
 
 
-def _kill_tagged() -> None:
-    """Ray helper processes a killed driver leaves behind (found by an env mark set below)."""
+def _kill_tagged(tag: str = "", folder: str | None = None) -> None:
+    """Ray processes a killed driver (or `ray start`) leaves behind: those with the env mark set
+    below, and, since Ray's agents overwrite their environment with their title, those with a
+    file open under `folder` (the RAY_TMPDIR their cluster was started with)."""
+    mark = f"ARCHLORE_TEST_TAG={tag or TAG}\0".encode()
     for d in os.listdir("/proc"):
-        if d.isdigit() and int(d) != os.getpid():
-            try:
-                with open(f"/proc/{d}/environ", "rb") as fh:
-                    if f"ARCHLORE_TEST_TAG={TAG}".encode() in fh.read():
-                        os.kill(int(d), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                continue
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as fh:
+                mine = mark in fh.read()
+            if not mine and folder:
+                mine = any(os.readlink(f"/proc/{d}/fd/{fd}").startswith(folder) for fd in os.listdir(f"/proc/{d}/fd"))
+            if mine:
+                os.kill(int(d), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +148,13 @@ def _count(db: Path) -> int:
 
 
 def test_the_driver_killed_and_resumed_spends_the_budget_exactly(tmp_path: Path):
+    import tempfile
+
     db = tmp_path / "team.db"
-    env = {**os.environ, "ARCHLORE_TEST_TAG": TAG, "ARCHLORE_TRAIN_THREADS": "1", "ARCHLORE_TRAIN_CACHE": "off"}
+    short = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    tag = f"{TAG}-driver"  # never the module's own cluster, which this process still uses
+    env = {**os.environ, "ARCHLORE_TEST_TAG": tag, "ARCHLORE_TRAIN_THREADS": "1", "ARCHLORE_TRAIN_CACHE": "off",
+           "RAY_TMPDIR": short}
     cmd = [*RUN, "--storage", f"sqlite:///{db}"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -155,13 +167,13 @@ def test_the_driver_killed_and_resumed_spends_the_budget_exactly(tmp_path: Path)
         proc.wait(timeout=30)
     finally:
         proc.kill()
-        _kill_tagged()
+        _kill_tagged(tag, short)
     before = _count(db)
     assert 2 <= before < 6
     resumed = subprocess.run([sys.executable, "-m", "archlore.agents.cli", "run", "--resume", "k9", "--storage",
                               f"sqlite:///{db}", "--cluster", "local", "-q"], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=400)
-    _kill_tagged()
+    _kill_tagged(tag, short)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     with sqlite3.connect(db) as c:
         rows = c.execute("SELECT arch, status FROM evaluations WHERE run_id = 'k9' ORDER BY seq").fetchall()
@@ -169,6 +181,9 @@ def test_the_driver_killed_and_resumed_spends_the_budget_exactly(tmp_path: Path)
     listed = subprocess.run([sys.executable, "-m", "archlore.agents.cli", "runs", "--storage", f"sqlite:///{db}", "--json"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert '"status": "finished"' in listed.stdout and '"used": 6' in listed.stdout
+    import shutil
+
+    shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.mark.skipif(not (DATA / "nb201").is_dir(), reason=f"no NB201 table under {DATA}")
@@ -179,3 +194,56 @@ def test_a_benchmarks_seeds_spread_over_the_cluster_with_the_same_results(cluste
     here = run_bench("lapt-nb201", ["random", "rea"], out=tmp_path / "here.json", **kw)
     there = run_bench("lapt-nb201", ["random", "rea"], out=tmp_path / "ray.json", cluster="local", **kw)
     assert [r["per_seed"] for r in here["rows"]] == [r["per_seed"] for r in there["rows"]]
+
+
+JOIN = """
+import sys
+from archlore.tools.distributed import RayExecutor, shutdown
+from archlore.tools.evaluator import Evaluator
+from archlore.tools.ledger import Ledger
+from archlore.tools.spaces import NB201Space
+from archlore.tools.training import TrainingExecutor
+from archlore.tools.distributed import evaluate_batch
+import numpy as np
+space = NB201Space()
+ex = RayExecutor(TrainingExecutor(space, "digits", recipe="proxy", epochs=1, seed=0, threads=1), cluster=sys.argv[1])
+ev = Evaluator(ex, Ledger(None), "j", budget=3)
+rng = np.random.default_rng(0)
+new = evaluate_batch(ev, [space.sample(rng) for _ in range(3)])
+print(ex.parallelism, len(new), all(e.ok for e in new))
+shutdown()
+"""
+
+
+def test_joining_a_running_cluster_by_address(tmp_path: Path):
+    """`ray start --head` (what a team runs), then --cluster auto and ray://HOST:PORT join it."""
+    import socket
+
+    def free() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    tag = f"{TAG}-join"
+    import shutil
+    import tempfile
+
+    short = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    # the token a team shares (Ray authenticates every client of a cluster it started)
+    env = {**os.environ, "ARCHLORE_TEST_TAG": tag, "RAY_TMPDIR": short, "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex}
+    gcs, client = free(), free()
+    ray_bin = Path(sys.executable).parent / "ray"
+    head = subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+                           "--ray-client-server-port", str(client), "--num-cpus", "2", "--include-dashboard", "false",
+                           "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
+    try:
+        assert head.returncode == 0, head.stderr[-2000:]
+        for address in ("auto", f"ray://127.0.0.1:{client}"):
+            got = subprocess.run([sys.executable, "-c", JOIN, address], env={**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}"},
+                                 capture_output=True, text=True, timeout=300)
+            assert got.returncode == 0, got.stderr[-2000:]
+            assert got.stdout.split()[-3:] == ["2", "3", "True"], (address, got.stdout)
+    finally:
+        _kill_tagged(tag, short)
+        shutil.rmtree(short, ignore_errors=True)

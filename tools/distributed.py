@@ -30,6 +30,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 import threading
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,37 +100,52 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-def _fresh_lock(_: object) -> Any:
-    return threading.Lock()
-
-
-def _fresh_rlock(_: object) -> Any:
-    return threading.RLock()
-
-
-def _lock_state(_: object) -> None:
-    return None
-
-
-def _cache_path(cache: Any) -> str:
-    return str(cache.path)
-
-
 def _open_cache(path: str) -> Any:
     from .train_cache import TrainCache
 
     return TrainCache(path)
 
 
-def _register_serializers(ray: Any) -> None:
-    """What an executor holds that cannot be pickled travels as what rebuilds it on the worker:
-    a lock as a fresh lock, the training cache (an open SQLite file) as its path, opened again
-    there (the same file on this machine or a shared disk; a node's own file elsewhere)."""
+def dumps_executor(executor: Any) -> bytes:
+    """The executor as bytes for the object store (cloudpickle, by value).
+
+    What an executor holds that cannot be pickled travels as what rebuilds it on the worker: a
+    lock as a fresh lock, the training cache (an open SQLite file) as its path, opened again
+    there (the same file on this machine or a shared disk; a node's own file elsewhere). Done
+    here rather than with Ray's serializer registry, which a `ray://` client does not use.
+    """
+    import io
+
+    from ray import cloudpickle
+
     from .train_cache import TrainCache
 
-    ray.util.register_serializer(type(threading.Lock()), serializer=_lock_state, deserializer=_fresh_lock)
-    ray.util.register_serializer(type(threading.RLock()), serializer=_lock_state, deserializer=_fresh_rlock)
-    ray.util.register_serializer(TrainCache, serializer=_cache_path, deserializer=_open_cache)
+    locks = {type(threading.Lock()): threading.Lock, type(threading.RLock()): threading.RLock}
+
+    class _Pickler(cloudpickle.CloudPickler):
+        def reducer_override(self, obj: Any) -> Any:
+            make = locks.get(type(obj))
+            if make is not None:
+                return make, ()
+            if isinstance(obj, TrainCache):
+                return _open_cache, (str(obj.path),)
+            return super().reducer_override(obj)
+
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=5).dump(executor)
+    return buf.getvalue()
+
+
+_EXECUTORS: dict[str, Any] = {}  # per worker process: each shipped executor is unpickled once
+
+
+def _executor(key: str, blob: bytes) -> Any:
+    ex = _EXECUTORS.get(key)
+    if ex is None:
+        import pickle
+
+        ex = _EXECUTORS[key] = pickle.loads(blob)
+    return ex
 
 
 def _task_has_gpu() -> bool:
@@ -140,11 +156,13 @@ def _task_has_gpu() -> bool:
     return ray.is_initialized() and bool(ray.get_gpu_ids())
 
 
-def _run_candidate(executor: Executor, arch: Arch, epochs: int | None, threads: int | None) -> Metrics | _Raised:
+def _run_candidate(key: str, blob: bytes, arch: Arch, epochs: int | None, threads: int | None) -> Metrics | _Raised:
     """The Ray task's body. The candidate's own failures come back as values, never as
     exceptions, so Ray never retries them: `Metrics.failed` (out of memory, NaN, a builder error)
     or `_Raised` (the caller's error, re-raised on the driver)."""
     import time
+
+    executor = _executor(key, blob)
 
     if threads:
         import torch
@@ -181,7 +199,7 @@ class RayExecutor:
     ``(index, Metrics)`` in the order they finish (`as_completed`); `evaluate_many` returns them
     in the order asked, like `TrainingExecutor.evaluate_many`.
 
-    Objects that hold a thread lock (a lazily filled cache) travel with a fresh lock.
+    The executor travels as `dumps_executor` makes it (a lock anew, the training cache by path).
     """
 
     def __init__(
@@ -208,8 +226,8 @@ class RayExecutor:
         if num_gpus is None:  # one GPU per candidate where the cluster has GPUs
             num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         self.num_gpus, self.num_cpus = float(num_gpus), float(num_cpus)
-        _register_serializers(ray)
-        self._inner_ref = ray.put(inner)  # the data set goes into the object store once
+        self._key = uuid.uuid4().hex
+        self._inner_ref = ray.put(dumps_executor(inner))  # the data set goes into the object store once
         # retry_exceptions=False: an exception is the candidate's own failure, never retried
         self._task = ray.remote(_run_candidate).options(
             num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries, retry_exceptions=False,
@@ -255,7 +273,7 @@ class RayExecutor:
         ray = _ray()
         from ray.exceptions import RayError
 
-        refs = {self._task.remote(self._inner_ref, tuple(a), epochs, self._threads): i for i, a in enumerate(archs)}
+        refs = {self._task.remote(self._key, self._inner_ref, tuple(a), epochs, self._threads): i for i, a in enumerate(archs)}
         pending = list(refs)
         try:
             while pending:
@@ -368,7 +386,6 @@ def map_tasks(fn: Callable[..., Any], items: Sequence[tuple], *, common: tuple =
     """
     ray = _ray()
     connect(cluster)
-    _register_serializers(ray)
     refs = [ray.put(c) for c in common]
     task = ray.remote(fn).options(num_cpus=num_cpus, max_retries=MAX_RETRIES, retry_exceptions=False)
     return ray.get([task.remote(*refs, *item) for item in items])
