@@ -347,19 +347,7 @@ def evaluate_batch(
 
 
 def _record(evaluator: Evaluator, arch: Arch, m: Metrics, *, proposed_by: str, round: int) -> Evaluation:
-    """Record a result that arrived from elsewhere through the evaluator's budget accounting."""
-    record = getattr(evaluator, "record", None)
-    if record is not None:
-        return record(arch, m, proposed_by=proposed_by, round=round)
-    key = evaluator.space.to_string(arch)
-    ev = evaluator.ledger.record(
-        evaluator.run_id, key, m.valid, m.test, cost=m.cost, wall_time=m.wall_time, proposed_by=proposed_by,
-        round=round, status=m.status, reason=m.reason, fidelity=m.fidelity,
-    )
-    if not ev.ok:
-        log.warning("candidate %s failed: %s", key, ev.reason)
-    evaluator._add(ev, tuple(arch))
-    return ev
+    return evaluator.record(arch, m, proposed_by=proposed_by, round=round)
 
 
 def worker_pids() -> list[int]:
