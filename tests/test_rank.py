@@ -1,10 +1,9 @@
 """The rank strategy's pieces in tools/: NCode round trips on every space, the pool's properties,
 the surrogate, and RankSearch with an injected chooser."""
 
-import importlib.util
-
 import numpy as np
 import pytest
+from archlore.tools.darts import DartsSpace
 from archlore.tools.errors import SpaceError, SpaceExhausted
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.executors import Metrics
@@ -42,12 +41,7 @@ def _largest_space() -> SearchSpace:
 def _spaces(tmp_path):
     f = tmp_path / "s.yaml"
     f.write_text("name: mine\npositions:\n  depth: [2, 4, 8]\n  act: [relu, gelu]\n  width: [a, b, c, d, e, f, g, h, i, j, k, l]\n")
-    out = [NB201Space(), TNB101Space(), load_space_file(f), _largest_space()]
-    if importlib.util.find_spec("archlore.tools.darts") is not None:  # helper B's space, once it lands
-        from archlore.tools import darts
-
-        out.append(darts.DartsSpace())
-    return out
+    return [NB201Space(), TNB101Space(), DartsSpace(), load_space_file(f), _largest_space()]
 
 
 def test_ncode_round_trips_on_every_space(tmp_path):

@@ -189,8 +189,13 @@ def test_bench_strategy_rank_asks_the_ranker_role_through_one_server(data_dir):
 
 def test_the_local_model_is_chosen_by_the_environment(monkeypatch):
     import pytest
-
-    from archlore.agents.local_llm import QWEN25_CODER_0_5B, QWEN25_CODER_1_5B, LocalLLMError, LocalLLMServer, default_spec
+    from archlore.agents.local_llm import (
+        QWEN25_CODER_0_5B,
+        QWEN25_CODER_1_5B,
+        LocalLLMError,
+        LocalLLMServer,
+        default_spec,
+    )
 
     monkeypatch.delenv("ARCHLORE_LLM_MODEL", raising=False)
     assert default_spec() is QWEN25_CODER_1_5B

@@ -7,6 +7,7 @@ position, the choice id in base 36 (`0-9`, then `a-z`): `SearchSpace.to_digits` 
 |---|---|---|---|
 | nb201 | 6 edges | 5 (`0` none, `1` skip_connect, `2` nor_conv_1x1, `3` nor_conv_3x3, `4` avg_pool_3x3) | `330133` |
 | tnb101 | 6 edges | 4 (`0` none, `1` skip_connect, `2` nor_conv_1x1, `3` nor_conv_3x3) | `330133` |
+| darts | 24 (per cell and node: the input pair, the op on each input) | 1..10 (pairs in colex order; ops `0` none .. `7` dil_conv_5x5) | `065122000165074175344926` |
 | user YAML/JSON | 1..200 | 1..36 per position (the file's order: first choice `0`) | `2a0` |
 
 So the maximum is 36 choices per position (`spaces.MAX_CHOICES`), and a code is as long as the
