@@ -247,3 +247,12 @@ def test_joining_a_running_cluster_by_address(tmp_path: Path):
     finally:
         _kill_tagged(tag, short)
         shutil.rmtree(short, ignore_errors=True)
+
+
+def test_asking_for_a_gpu_the_cluster_lacks_is_refused_at_once(cluster):
+    from archlore.tools.errors import ConfigError
+
+    if ray.cluster_resources().get("GPU", 0):
+        pytest.skip("this cluster has a GPU")
+    with pytest.raises(ConfigError, match="--candidate-gpus 0"):
+        RayExecutor(_trainer(epochs=1), cluster="local", num_gpus=0.25)

@@ -223,8 +223,15 @@ class RayExecutor:
         self.task = inner.task
         self.cluster = check_cluster(cluster)
         connect(cluster, num_cpus=workers)
+        have_gpus = ray.cluster_resources().get("GPU", 0)
         if num_gpus is None:  # one GPU per candidate where the cluster has GPUs
-            num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+            num_gpus = 1.0 if have_gpus >= 1 else 0.0
+        if num_gpus > max(have_gpus, 0) or (num_gpus and not have_gpus):
+            # Ray would keep such a task waiting forever for a GPU that never comes
+            raise ConfigError(
+                f"a candidate asks for {num_gpus:g} GPU(s) but the Ray cluster has {have_gpus:g}: "
+                "pass --candidate-gpus 0 (CPU) or join a cluster with GPUs"
+            )
         self.num_gpus, self.num_cpus = float(num_gpus), float(num_cpus)
         self._key = uuid.uuid4().hex
         self._inner_ref = ray.put(dumps_executor(inner))  # the data set goes into the object store once
