@@ -94,6 +94,10 @@ def test_concurrent_candidates_match_one_at_a_time(tiny: TrainingExecutor) -> No
     together = ex.evaluate_many(archs)
     alone = [ex.evaluate(a) for a in archs]
     assert [(m.valid, m.test) for m in together] == [(m.valid, m.test) for m in alone]
+    # through the evaluator each result is recorded as it finishes (as_completed), every one once
+    ev = Evaluator(ex, Ledger(None), "r", budget=2)
+    evs = ev.evaluate_many(archs, epochs=1)
+    assert [e.valid for e in evs] == [m.valid for m in alone] and len(ev.history) == 2 and ev.used == 2
 
 
 # -- user builders, faults ---------------------------------------------------------------------

@@ -148,13 +148,16 @@ class Evaluator:
             raise BudgetExhausted(
                 f"run {self.run_id} has {self.remaining} of {self.budget} evaluations left, {len(new)} new candidates asked"
             )
-        parallel = int(getattr(self.executor, "concurrency", 1)) > 1 and callable(getattr(self.executor, "evaluate_many", None))
+        many = int(getattr(self.executor, "concurrency", getattr(self.executor, "parallelism", 1))) > 1
         todo = [a for a, k in zip(archs, keys) if self._pending(k, epochs)]
         todo = list({self.space.to_string(a): tuple(a) for a in todo}.values())
-        if parallel and len(todo) > 1:
-            metrics = self.executor.evaluate_many(todo, epochs=epochs)  # type: ignore[attr-defined]
-            for a, m in zip(todo, metrics):
-                self.record(a, m, proposed_by=proposed_by, round=round)
+        if many and len(todo) > 1:
+            if callable(getattr(self.executor, "as_completed", None)):  # each recorded as it finishes
+                for i, m in self.executor.as_completed(todo, epochs=epochs):  # type: ignore[attr-defined]
+                    self.record(todo[i], m, proposed_by=proposed_by, round=round)
+            elif callable(getattr(self.executor, "evaluate_many", None)):
+                for a, m in zip(todo, self.executor.evaluate_many(todo, epochs=epochs)):  # type: ignore[attr-defined]
+                    self.record(a, m, proposed_by=proposed_by, round=round)
         return [self.evaluate(a, proposed_by=proposed_by, round=round, epochs=epochs) for a in archs]
 
     def _pending(self, key: str, epochs: int | None) -> bool:

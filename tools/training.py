@@ -39,7 +39,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -273,9 +273,17 @@ class TrainingExecutor:
 
     def evaluate_many(self, archs: Sequence[Arch], epochs: int | None = None) -> list[Metrics]:
         """Train several candidates, `concurrency` at a time; metrics in the order of `archs`."""
+        out: dict[int, Metrics] = dict(self.as_completed(archs, epochs))
+        return [out[i] for i in range(len(archs))]
+
+    def as_completed(self, archs: Sequence[Arch], epochs: int | None = None) -> Iterator[tuple[int, Metrics]]:
+        """Train several candidates, `concurrency` at a time, yielding (index, metrics) as each
+        finishes (so a caller can record each result at once: a kill loses no finished one)."""
         archs = [self.space.validate(a) for a in archs]
         if self.concurrency == 1 or len(archs) <= 1:
-            return [self.evaluate(a, epochs) for a in archs]
+            for i, a in enumerate(archs):
+                yield i, self.evaluate(a, epochs)
+            return
         if self.device.type == "cuda":
             self._on_device(self.device)  # upload once, before the streams start
 
@@ -288,7 +296,13 @@ class TrainingExecutor:
             return m
 
         with _torch_threads(self.threads), ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(one, archs))
+            futures = {pool.submit(one, a): i for i, a in enumerate(archs)}
+            try:
+                for f in as_completed(futures):
+                    yield futures[f], f.result()
+            finally:
+                for f in futures:  # a caller that stops early (Ctrl-C) starts nothing new
+                    f.cancel()
 
     def train(self, arch: Arch, *, epochs: int | None = None, seed: int | None = None) -> Trained:
         """Train `arch` and keep the network (for a final model); not cached, never raises for
