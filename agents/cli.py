@@ -370,9 +370,10 @@ def show(
     t = RichTable(title="evaluations" if shown is evals else f"the best 10 of {len(evals)} evaluations (--all lists every one)")
     for col in ("#", "round", "arch", "valid", "test", *(("epochs",) if trained else ()), "proposed by"):
         t.add_column(col, overflow="fold")
+    names = _choice_names(rec)
     for e in shown:
         valid = "failed" if e.get("valid") is None else f"{e['valid']:.4f}"
-        t.add_row(str(e["seq"]), str(e["round"]), e["arch"], valid, "-" if e.get("test") is None else f"{e['test']:.4f}",
+        t.add_row(str(e["seq"]), str(e["round"]), names(e["arch"]), valid, "-" if e.get("test") is None else f"{e['test']:.4f}",
                   *((str(e.get("fidelity", "-")),) if trained else ()), e["proposed_by"])
     console.print(t)
     events = rec.get("events", [])
@@ -437,6 +438,32 @@ def _print_front(rec: dict) -> None:
     for f in front:
         t.add_row(str(f.get("seq", "")), f["arch"], *(f"{f[n]:.6g}" for n in names))
     console.print(t)
+
+
+def _choice_names(rec: dict) -> Any:
+    """arch -> how `show` prints it: a user space's digit string with its choices
+    (`1011 (depth=2 width=4 kernel=5 activation=gelu)`) when the space file is still there and
+    small; built-in spaces' strings (NB201's arch string, DARTS's genotype) as they are."""
+    plain = lambda a: a  # noqa: E731
+    path = (rec.get("settings") or {}).get("space")
+    if not isinstance(path, str) or not path.lower().endswith((".yaml", ".yml", ".json")):
+        return plain
+    try:
+        from archlore.tools.spaces import get_space
+
+        space = get_space(path)
+        if space.name != rec.get("space") or len(space.positions) > 12:
+            return plain
+    except (ArchloreError, OSError):
+        return plain
+
+    def named(a: str) -> str:
+        try:
+            return f"{a} ({' '.join(f'{k}={v}' for k, v in space.describe(space.from_string(a)).items())})"
+        except (ArchloreError, ValueError):
+            return a
+
+    return named
 
 
 def _print_training(rec: dict) -> None:

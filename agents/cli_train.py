@@ -407,7 +407,9 @@ def _print_final(final: dict, where: Path) -> None:
         t.add_column(col, overflow="fold")
     for e in final["results"]:
         failed = [f"seed {x['seed']}: {x['reason']}" for x in e["runs"] if x["status"] != "ok"]
-        t.add_row(str(e["rank"]), e["arch"], f"{e['search']['valid']:.2f} ({e['search']['epochs']} ep)",
+        arch = e["arch"] if final["space"] in FULL_RECIPES or len(e.get("choices") or {}) > 12 else (
+            f"{e['arch']} ({' '.join(f'{k}={v}' for k, v in e['choices'].items())})")
+        t.add_row(str(e["rank"]), arch, f"{e['search']['valid']:.2f} ({e['search']['epochs']} ep)",
                   _pm(e.get("valid_mean"), e.get("valid_std")), _pm(e.get("test_mean"), e.get("test_std")),
                   "; ".join(failed) or "-")
     console.print(t)
