@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from archlore.tools.errors import ConfigError, SpaceError
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.executors import Executor, Metrics
@@ -18,6 +16,7 @@ from archlore.tools.spaces import NB201Space, Position, SearchSpace, TNB101Space
 from archlore.tools.strategies import RandomSearch, run_search
 from archlore.tools.train_cache import TrainCache
 from archlore.tools.training import TrainingExecutor, augment_batch, lr_at
+from torch import nn
 
 torch.set_num_threads(1)
 NB201 = NB201Space()
@@ -104,7 +103,7 @@ def test_concurrent_candidates_match_one_at_a_time(tiny: TrainingExecutor) -> No
 VEC = SearchSpace("vec", [Position("width", ("8", "16")), Position("mode", ("good", "broken", "nan", "oom"))])
 
 
-def user_builder(arch, shape, *, hidden_scale: int = 1):  # noqa: ANN001, ANN201 - a user's plain function
+def user_builder(arch, shape, *, hidden_scale: int = 1):
     if arch["mode"] == "broken":
         raise ValueError("this candidate cannot be built")
     w = int(arch["width"]) * hidden_scale
@@ -180,13 +179,13 @@ def test_auxiliary_logits_and_drop_path_follow_the_recipe(vec_data: str) -> None
     seen: list[float] = []
 
     class WithAux(nn.Module):
-        def __init__(self, shape) -> None:  # noqa: ANN001
+        def __init__(self, shape) -> None:
             super().__init__()
             self.drop_path_prob = 0.0
             self.body = nn.Linear(shape.input[0], shape.num_classes)
             self.aux = nn.Linear(shape.input[0], shape.num_classes)
 
-        def forward(self, x: torch.Tensor):  # noqa: ANN201
+        def forward(self, x: torch.Tensor):
             seen.append(self.drop_path_prob)
             return (self.body(x), self.aux(x)) if self.training else self.body(x)
 

@@ -168,7 +168,7 @@ def _finish(
             raise DataError(f"{source}: the {k} split is empty; provide more samples")
         xs.append(t((x - mean) / std))
     info = {"source": source, "split_seed": split_seed, "split": how,
-            "sizes": {k: int(len(y)) for k, y in zip(("train", "valid", "test"), ys)}}
+            "sizes": {k: len(y) for k, y in zip(("train", "valid", "test"), ys)}}
     return Dataset(name, xs[0], t(ys[0]), xs[1], t(ys[1]), xs[2], t(ys[2]), n_classes, info)
 
 
@@ -219,13 +219,13 @@ def _download(name: str, root: Path, expected: str) -> None:
     log.info("downloading %s into %s", url, root)
     try:
         tmp = archive.with_suffix(".part")
-        urllib.request.urlretrieve(url, tmp)  # noqa: S310 - a fixed https URL
+        urllib.request.urlretrieve(url, tmp)
         tmp.replace(archive)
         with tarfile.open(archive) as tar:
             try:
                 tar.extractall(root, filter="data")
             except TypeError:  # Python < 3.12 without extraction filters
-                tar.extractall(root)  # noqa: S202
+                tar.extractall(root)
     except (OSError, tarfile.TarError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise DataError(

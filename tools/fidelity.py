@@ -119,11 +119,11 @@ def successive_halving(
 def hyperband_brackets(min_epochs: int, max_epochs: int, eta: int = 3) -> list[tuple[int, int]]:
     """(candidates, starting epochs) per bracket, most exploratory first."""
     rung_epochs(min_epochs, max_epochs, eta)  # validates
-    s_max = int(math.floor(math.log(max_epochs / min_epochs, eta) + 1e-9))
+    s_max = math.floor(math.log(max_epochs / min_epochs, eta) + 1e-9)
     out = []
     for s in range(s_max, -1, -1):
-        n = int(math.ceil((s_max + 1) / (s + 1) * eta**s))
-        r = max(min_epochs, int(round(max_epochs / eta**s)))
+        n = math.ceil((s_max + 1) / (s + 1) * eta**s)
+        r = max(min_epochs, round(max_epochs / eta**s))
         out.append((n, r))
     return out
 

@@ -142,8 +142,7 @@ class Ledger:
 
     def __init__(self, path: str | Path | None = None) -> None:
         target = str(path) if path else ":memory:"
-        if target.startswith("sqlite:///"):
-            target = target[len("sqlite:///") :]
+        target = target.removeprefix("sqlite:///")
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
         self.path = target

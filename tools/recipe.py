@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -65,7 +65,7 @@ class Recipe(BaseModel):
     weight_decay: float = Field(5e-4, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     augment: Augment = Field(default_factory=Augment)
-    grad_clip: Optional[float] = Field(None, gt=0, description="clip the gradient norm to this (None: off)")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this (None: off)")
     auxiliary_weight: float = Field(0.0, ge=0, description="weight of an auxiliary head's loss")
     drop_path: float = Field(0.0, ge=0, lt=1, description="final drop-path probability (ramped up linearly)")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")

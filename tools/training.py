@@ -48,7 +48,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .builders import Builder, BuildError, build_model, count_flops, count_params, default_builder, resolve_builder
+from .builders import (
+    Builder,
+    BuildError,
+    build_model,
+    count_flops,
+    count_params,
+    default_builder,
+    resolve_builder,
+)
 from .data import Dataset, load_dataset
 from .errors import ConfigError
 from .executors import Metrics
@@ -142,7 +150,7 @@ def augment_batch(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torc
 
 def lr_at(recipe: Recipe, step: int, total: int, steps_per_epoch: int) -> float:
     """The learning rate of a step: linear warm-up, then cosine to 0 (or constant)."""
-    warm = int(round(recipe.warmup_epochs * steps_per_epoch))
+    warm = round(recipe.warmup_epochs * steps_per_epoch)
     if step < warm:
         return recipe.lr * (step + 1) / warm
     if recipe.schedule == "constant":
