@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from archlore.tools import data as D
 from archlore.tools.data import load_dataset
 from archlore.tools.errors import ConfigError, DataError

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from archlore.tools.errors import BudgetExhausted, ConfigError
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.executors import Metrics
-from archlore.tools.fidelity import (
-    hyperband,
-    hyperband_brackets,
-    rung_epochs,
-    successive_halving,
-)
+from archlore.tools.fidelity import hyperband, hyperband_brackets, rung_epochs, successive_halving
 from archlore.tools.ledger import Ledger
 from archlore.tools.recipe import load_recipe
 from archlore.tools.spaces import NB201Space, Position, SearchSpace

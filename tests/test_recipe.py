@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from archlore.tools.errors import ConfigError
 from archlore.tools.recipe import PRESETS, Recipe, load_recipe
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from archlore.tools.errors import ArchloreError
 from archlore.tools.executors import Metrics
 from archlore.tools.recipe import load_recipe

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from archlore.tools.errors import ConfigError, SpaceError
 from archlore.tools.evaluator import Evaluator
 from archlore.tools.executors import Executor, Metrics
@@ -16,7 +18,6 @@ from archlore.tools.spaces import NB201Space, Position, SearchSpace, TNB101Space
 from archlore.tools.strategies import RandomSearch, run_search
 from archlore.tools.train_cache import TrainCache
 from archlore.tools.training import TrainingExecutor, augment_batch, lr_at
-from torch import nn
 
 torch.set_num_threads(1)
 NB201 = NB201Space()
