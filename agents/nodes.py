@@ -355,6 +355,7 @@ def _propose_batch(proposer, ev, flt: SpaceFilter, k: int, seed: int, widen):
     known = {tuple(a) for a, _ in history}
     history += [(tuple(a), liar) for a in ev.seen() if tuple(a) not in known]  # failed ones too: never again
     taken = {tuple(a) for a, _ in history}
+    feasible = getattr(ev.executor, "feasible", None) or getattr(getattr(ev.executor, "inner", None), "feasible", None)
     picks: list[tuple[int, ...]] = []
     while len(picks) < k:
         rng = step_rng(seed, len(history))
@@ -362,6 +363,10 @@ def _propose_batch(proposer, ev, flt: SpaceFilter, k: int, seed: int, widen):
             arch = tuple(proposer.propose(space, history, flt, rng))
             if arch in taken:
                 arch = tuple(sample_unseen(space, rng, taken, flt))
+            if feasible is not None and not feasible(arch):  # over a cost limit: never trained, never again
+                taken.add(arch)
+                history.append((arch, liar))
+                continue
         except SpaceExhausted:
             if picks:
                 break

@@ -168,3 +168,18 @@ def test_constrained_benchmark_copy_top_follows_the_source_under_the_limits(data
     assert len(cells) == 50 and set(cells[: len(on_front)]) == set(on_front)
     assert cells[: len(on_front)] == sorted(on_front, key=lambda i: -table.valid["cifar10"][i])
     assert all(full.cost["flops"][i] <= limits["flops"] and full.cost["latency"][i] <= limits["latency"] for i in cells)
+
+
+def test_constrained_executor_passes_the_fidelity_on():
+    t = _table()
+    seen = []
+
+    class ByEpochs(TabularExecutor):  # a table whose value depends on the epochs asked for, like training
+        def evaluate(self, arch, epochs=None):
+            seen.append(epochs)
+            m = super().evaluate(arch)
+            return Metrics(m.valid + (epochs or 0), m.test, fidelity=epochs or 0)
+
+    ex = ConstrainedExecutor(ByEpochs(t, "acc"), TableCost(t), {"params": 3000.0})
+    assert ex.evaluate((0, 1, 0), epochs=3).fidelity == 3 and ex.evaluate((0, 1, 0)).fidelity == 0
+    assert seen == [3, None]

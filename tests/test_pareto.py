@@ -199,3 +199,19 @@ def test_pareto_run_with_trained_candidates_returns_the_front_of_its_evaluations
     assert res.exit_code == 0 and "Pareto front" in res.output
     res = CliRunner().invoke(app, [*base, "--objective", "accuracy,latency", "--budget", "2", "--run-id", "bad"])
     assert res.exit_code == 2 and "counted on the built model" in res.output
+
+
+def test_trained_pareto_run_under_a_limit_with_successive_halving(trained):
+    root, module = trained
+    res = CliRunner().invoke(app, [
+        "run", "--space", "space.yaml", "--executor", "train", "--dataset", "npz:data.npz", "--recipe", "tiny.yaml",
+        "--model", f"{module}:build", "--source", "none", "--llm", "none", "--memory", "off", "--runs-dir", "runs", "-q",
+        "--objective", "accuracy,params", "--max", "flops=5000", "--fidelity", "--min-epochs", "1", "--max-epochs", "2",
+        "--budget", "4", "--run-id", "tl"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rec = json.loads((root / "runs" / "tl" / "record.json").read_text())
+    assert rec["used"] == 4 and all(e["cost"]["flops"] <= 5000 for e in rec["evaluations"])  # width 8 is over: never trained
+    last = {e["arch"]: e for e in rec["evaluations"]}  # a cell's last rung is its result
+    evs = list(last.values())
+    pts = np.array([[e["valid"], -e["cost"]["params"]] for e in evs])
+    assert {f["arch"] for f in rec["front"]} == {evs[i]["arch"] for i in _brute_front(pts)}

@@ -186,7 +186,8 @@ class ConstrainedExecutor:
                 found.add(a)
         return np.array(sorted(self.space.index(a) for a in found), dtype=np.int64)
 
-    def evaluate(self, arch: Arch) -> Metrics:
+    def evaluate(self, arch: Arch, epochs: int | None = None) -> Metrics:
+        """`epochs`: a training executor's fidelity (successive halving), passed on."""
         cost = self.cost.cost_of(arch)
         over = broken(cost, self.limits)
         if over:
@@ -196,5 +197,5 @@ class ConstrainedExecutor:
                 f"{key} is over the limit(s) {format_limits({k: self.limits[k] for k in over})}: not evaluated",
                 arch=key, task=self.task,
             )
-        m = self.inner.evaluate(arch)
+        m = self.inner.evaluate(arch) if epochs is None else self.inner.evaluate(arch, epochs=epochs)  # type: ignore[call-arg]
         return replace(m, cost={**cost, **m.cost})
