@@ -243,3 +243,19 @@ def test_trains_on_cuda_with_bf16_and_channels_last() -> None:
     assert all(m.ok and m.valid > 30 for m in ms)
     x = ex._on_device(torch.device("cuda"))[0]
     assert x.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_every_recipe_knob_runs_on_cpu() -> None:
+    recipe = TINY.with_(
+        epochs=1, precision="bf16", optimizer="adamw", lr=0.01, warmup_epochs=0.5, label_smoothing=0.1, grad_clip=5.0,
+        schedule="constant", augment={"crop_padding": 1, "hflip": True, "cutout": 2},
+    )
+    m = TrainingExecutor(NB201, "digits", recipe=recipe, threads=1).evaluate(CELL)
+    assert m.ok and m.valid > 10  # bf16 autocast on the CPU, AdamW, warm-up, smoothing, clipping, augmentation
+
+
+def test_train_keeps_the_network(tiny: TrainingExecutor) -> None:
+    out = tiny.train(CELL, epochs=1, seed=3)
+    assert out.metrics.ok and out.model is not None and not out.model.training
+    with torch.inference_mode():
+        assert out.model(tiny.data.x_test[:5]).shape == (5, 10)
