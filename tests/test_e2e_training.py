@@ -147,14 +147,17 @@ def test_darts_through_the_agents_with_memory(task: Path) -> None:
     assert all(r["principle"]["position"].startswith(("normal.", "reduce.")) for r in second["recalled"])
 
 
-def test_kill_9_during_training_then_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fidelity", [(), ("--fidelity", "--max-epochs", "3", "--warmup", "3", "--check-every", "3")],
+                         ids=["plain", "successive-halving"])
+def test_kill_9_during_training_then_resume(tmp_path: Path, fidelity: tuple[str, ...]) -> None:
     """SIGKILL a real training run after two evaluations: the ledger keeps every finished one,
-    --resume finishes the budget exactly, and nothing finished is trained again."""
+    --resume finishes the budget exactly, and nothing finished is trained again (with successive
+    halving, the killed step resumes with the same candidates)."""
     images(tmp_path / "data.npz", n=300)
     (tmp_path / "space.yaml").write_text(SPACE)
     (tmp_path / "slow.yaml").write_text("base: proxy\nepochs: 6\nbatch_size: 8\nlr: 0.05\n")
     env = {**os.environ, "ARCHLORE_TRAIN_CACHE": "off", "ARCHLORE_TRAIN_THREADS": "1"}
-    cmd = [sys.executable, "-m", "archlore.agents.cli", *RUN, "--budget", "6", "--recipe", "slow.yaml", "--run-id", "k"]
+    cmd = [sys.executable, "-m", "archlore.agents.cli", *RUN, "--budget", "6", "--recipe", "slow.yaml", "--run-id", "k", *fidelity]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ledger = tmp_path / "runs" / "k" / "ledger.db"
 
@@ -181,6 +184,13 @@ def test_kill_9_during_training_then_resume(tmp_path: Path) -> None:
     after = rows()
     assert after[: len(before)] == before  # every finished evaluation kept, unchanged
     archs = [r[1] for r in after]
-    assert len(after) == 6 and len(set(archs)) == 6  # the budget exactly: nothing trained twice, nothing lost
+    assert len(set(archs)) == 6  # the budget exactly: nothing lost, no extra candidate
+    assert len({(r[1], r[3]) for r in after}) == len(after)  # nothing trained twice
     rec = json.loads((tmp_path / "runs" / "k" / "record.json").read_text())
     assert rec["used"] == 6 and [e["arch"] for e in rec["evaluations"]] == archs
+    if fidelity:  # the killed step went on with the candidates it had journaled before training
+        first = next(e for e in rec["events"] if e["event"] == "successive_halving" and e["round"] == 0)
+        assert {r[1] for r in before} <= set(first["rungs"][0]["evaluated"])
+        assert len(first["rungs"][0]["evaluated"]) == 3 and len(first["rungs"][-1]["evaluated"]) == 1
+    else:
+        assert len(after) == 6
