@@ -63,6 +63,11 @@ def adaptive_schedule(radix: tuple[int, ...], budget: int) -> tuple[tuple[int, .
 STRATEGIES = ("guided-rea", "rea", "random", "guided-rank", "rank")
 
 
+# settings that only mean something with --executor train, and their unset values
+TRAINING_ONLY = {"dataset": None, "data_root": None, "model": None, "recipe": "proxy", "concurrency": 1,
+                 "fidelity": False, "max_epochs": None, "device": None}
+
+
 @dataclass(kw_only=True)
 class RunSettings:
     """Everything that defines a run. Unset schedule fields take the space's LAPT defaults."""
@@ -163,6 +168,13 @@ class RunSettings:
             raise ConfigError(f"unknown --executor {self.executor!r}: use tabular or train")
         if self.executor == "train":
             self._check_training()
+        else:
+            given = [name for name, unset in TRAINING_ONLY.items() if getattr(self, name) != unset]
+            if given:
+                raise ConfigError(
+                    f"{', '.join('--' + n.replace('_', '-') for n in given)} set how candidates are trained: "
+                    f"add --executor train (this run looks its results up in a table)"
+                )
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown --strategy {self.strategy!r}: use {', '.join(STRATEGIES)}")
         resolve(self.llm, self.llm_config, timeout=self.llm_timeout, retries=self.llm_retries)  # fail before anything is created
