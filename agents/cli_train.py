@@ -376,7 +376,7 @@ def train(
     runs_dir: Annotated[Optional[Path], typer.Option(help="where runs live (default $ARCHLORE_RUNS, else ./runs)")] = None,
 ) -> None:
     """Retrain a run's best architecture(s) with the full recipe; test accuracy as mean ± std over seeds."""
-    final = None
+    final, final_dir = None, out
     try:
         _need_best(best)
         rec, final_dir = load_run(run, runs_dir)
@@ -385,7 +385,8 @@ def train(
     except ArchloreError as exc:
         fail(exc)
     except KeyboardInterrupt:
-        err.print(f"interrupted: finished trainings are in {(out or final_dir) / 'final.json'}", highlight=False)
+        where = f"in {(out or final_dir) / 'final.json'}" if (out or final_dir) else "none yet"
+        err.print(f"interrupted: finished trainings are kept ({where})", highlight=False)
         raise typer.Exit(130) from None
     _print_final(final, out or final_dir)
 
