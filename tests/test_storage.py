@@ -260,7 +260,8 @@ def test_two_agent_runs_at_once_one_killed_and_resumed(storage_url, tmp_path: Pa
 
 # --------------------------------------------------------------------------- a team's Chroma server
 
-from tests.test_memory import WRITER, chroma_server  # noqa: E402,F401 - the `chroma run` fixture
+from tests.test_memory import WRITER as MEMORY_WRITER  # noqa: E402
+from tests.test_memory import chroma_server  # noqa: E402,F401 - the `chroma run` fixture
 
 READER = """
 import sys, time
@@ -282,7 +283,7 @@ def test_chroma_server_two_writers_and_a_reader_lose_nothing(chroma_server: str)
     start = lambda *a: subprocess.Popen([sys.executable, "-c", *a], stdout=subprocess.PIPE,  # noqa: E731
                                         stderr=subprocess.PIPE, text=True, env=env)
     reader = start(READER, chroma_server, "25")
-    writers = [start(WRITER, chroma_server, w, "3", "2", "4") for w in ("team-a", "team-b")]
+    writers = [start(MEMORY_WRITER, chroma_server, w, "3", "2", "4") for w in ("team-a", "team-b")]
     for p in writers:
         _, errs = p.communicate(timeout=240)
         assert p.returncode == 0, errs[-2000:]
