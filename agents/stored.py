@@ -18,7 +18,14 @@ from archlore.tools.errors import ArchloreError, ConfigError
 from archlore.tools.storage import RunStore, parse_url
 
 from .context import RunSettings
-from .runner import KEEP_CHECKPOINTS, check_run_id, checkpoint_pruner, execute, open_memory, preflight
+from .runner import (
+    KEEP_CHECKPOINTS,
+    check_run_id,
+    checkpoint_pruner,
+    execute,
+    open_memory,
+    preflight,
+)
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,14 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'archlore[ray]')")
 
+from archlore.tools.distributed import (  # noqa: E402
+    RayExecutor,
+    connect,
+    evaluate_batch,
+    shutdown,
+    worker_pids,
+)
 from archlore.tools.errors import BudgetExhausted  # noqa: E402
-from archlore.tools.distributed import RayExecutor, connect, evaluate_batch, shutdown, worker_pids  # noqa: E402
 from archlore.tools.evaluator import Evaluator  # noqa: E402
 from archlore.tools.ledger import Ledger  # noqa: E402
 from archlore.tools.spaces import NB201Space  # noqa: E402

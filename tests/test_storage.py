@@ -7,7 +7,6 @@ binaries or psycopg are absent.
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -289,7 +288,7 @@ def test_chroma_server_two_writers_and_a_reader_lose_nothing(chroma_server: str)
         assert p.returncode == 0, errs[-2000:]
     out, errs = reader.communicate(timeout=240)
     assert reader.returncode == 0, errs[-2000:]
-    first, most, reads, monotonic = out.split()
+    _, _, reads, monotonic = out.split()
     assert int(reads) > 10 and monotonic == "True"  # reads overlapped the writes and never went back
     from archlore.memory.store import open_store
 

@@ -28,13 +28,20 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
 import threading
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ArchloreError, BudgetExhausted, ConfigError, DataError, SpaceError, UnknownCell
+from .errors import (
+    ArchloreError,
+    BudgetExhausted,
+    ConfigError,
+    DataError,
+    SpaceError,
+    UnknownCell,
+)
 from .evaluator import Evaluator
 from .executors import Executor, Metrics
 from .ledger import Evaluation
