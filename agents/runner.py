@@ -177,7 +177,9 @@ def make_executor(settings: RunSettings, space: SearchSpace, table: Table | None
         threads = env().archlore_train_threads or None
         trainer = TrainingExecutor(
             space, _dataset(settings), builder=spec, recipe=settings.training_recipe(), model_options=options,
-            device=settings.device, seed=settings.seed, cache=TrainCache.default(), threads=threads,
+            # the cache holds a SQLite connection, which cannot travel to Ray workers: none on a cluster
+            device=settings.device, seed=settings.seed, cache=None if settings.cluster else TrainCache.default(),
+            threads=threads,
             concurrency=settings.concurrency,
         )
         if not settings.limits:
