@@ -154,6 +154,14 @@ def run(
                 dataset = given["dataset"] = dataset or "digits"
                 target = dataset_name(dataset)
             target = target or (tasks[0] if tasks else "cifar100")
+            # data paths kept absolute, so `--resume`, `train` and `export` work from any folder
+            kind, _, where = (given.get("dataset") or "").partition(":")
+            if kind in ("folder", "npz") and where and Path(where).expanduser().exists():
+                given["dataset"] = f"{kind}:{Path(where).expanduser().resolve()}"
+            if space.lower().endswith((".yaml", ".yml", ".json")) and Path(space).expanduser().is_file():
+                space = str(Path(space).expanduser().resolve())
+            if given.get("data_root"):
+                given["data_root"] = str(Path(given["data_root"]).expanduser().resolve())
             # a user table's source is another of its columns: none unless asked for
             # cifar10 is a source only where archlore has its table (nb201, tnb101)
             builtin = space_name(space) in {"nb201", "tnb101"}
