@@ -350,8 +350,16 @@ def _readme(info: dict, out: Path, copied: str) -> str:
 
 The network was trained on `{data.get('name')}` ({data.get('split', '')}, split seed {data.get('split_seed')},
 fingerprint `{data.get('fingerprint')}`), standardised per channel with the training split's mean and
-standard deviation, as `archlore.tools.data.load_dataset` returns it; give real inputs the same treatment.
+standard deviation, as `archlore.tools.data.load_dataset` returns it; give real inputs the same treatment:
+{_normalisation_text(data.get('normalisation'))}
 """
+
+
+def _normalisation_text(norm: dict | None) -> str:
+    if not norm:
+        return "(this run's record predates the recorded statistics: load the data set with load_dataset)"
+    scale = "x = x / 255 (the data were 8-bit images), then " if norm.get("divide_by_255") else ""
+    return f"{scale}x = (x - mean) / std per channel, with mean = {norm['mean']} and std = {norm['std']}."
 
 
 # ---------------------------------------------------------------------------------------------

@@ -156,14 +156,14 @@ def check_training(settings: RunSettings, space: SearchSpace) -> None:
     from archlore.tools.builders import default_builder, resolve_builder
     from archlore.tools.builders import preflight as check_builder
     from archlore.tools.data import load_dataset
-    from archlore.tools.training import _accepted_options
+    from archlore.tools.training import accepted_options
 
     data = load_dataset(settings.dataset, root=settings.data_root, split_seed=settings.split_seed)
     spec, options = builder_spec(settings, space)
     if spec == "auto":
         spec = default_builder(space, data.shape)
     recipe = settings.training_recipe()
-    options = {**_accepted_options(resolve_builder(spec), recipe.model), **options}
+    options = {**accepted_options(resolve_builder(spec), recipe.model), **options}
     check_builder(spec, space, data.shape, options)
 
 

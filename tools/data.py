@@ -168,7 +168,11 @@ def _finish(
             raise DataError(f"{source}: the {k} split is empty; provide more samples")
         xs.append(t((x - mean) / std))
     info = {"source": source, "split_seed": split_seed, "split": how,
-            "sizes": {k: len(y) for k, y in zip(("train", "valid", "test"), ys)}}
+            "sizes": {k: len(y) for k, y in zip(("train", "valid", "test"), ys)},
+            # what a user must do to real inputs: x / 255 (uint8 data only), then (x - mean) / std
+            "normalisation": {"divide_by_255": parts["train"][0].dtype == np.uint8,
+                              "mean": [round(float(v), 6) for v in mean.ravel()],
+                              "std": [round(float(v), 6) for v in std.ravel()]}}
     return Dataset(name, xs[0], t(ys[0]), xs[1], t(ys[1]), xs[2], t(ys[2]), n_classes, info)
 
 

@@ -99,7 +99,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _accepted_options(fn: Builder, options: Mapping[str, Any]) -> dict[str, Any]:
+def accepted_options(fn: Builder, options: Mapping[str, Any]) -> dict[str, Any]:
     """The options `fn` can take (all when it has **kwargs or no signature)."""
     try:
         params = inspect.signature(fn).parameters.values()
@@ -204,7 +204,7 @@ class TrainingExecutor:
         spec = default_builder(self.space, self.shape) if builder == "auto" else builder
         self.builder_name = spec if isinstance(spec, str) else getattr(spec, "__qualname__", repr(spec))
         raw = resolve_builder(spec)
-        self.options = {**_accepted_options(raw, self.recipe.model), **dict(model_options or {})}
+        self.options = {**accepted_options(raw, self.recipe.model), **dict(model_options or {})}
         self._builder = resolve_builder(spec, self.options)  # checks the signature takes the options
         self.seed = int(self.recipe.seed if seed is None else seed)
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
