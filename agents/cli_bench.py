@@ -30,7 +30,7 @@ def bench(
     budget: Annotated[Optional[int], typer.Option(help="evaluations per run for --protocol custom (default 20)")] = None,
     budgets: Annotated[Optional[list[int]], typer.Option(help="budgets for --protocol curves")] = None,
     data: Annotated[Optional[str], typer.Option(help="benchmark data dir (default $ARCHLORE_DATA, else ../shared/data)")] = None,
-    llm: Annotated[Optional[str], typer.Option(help="LLM for strategy agent: none | local | openai:MODEL[@URL]")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="LLM for strategy agent: none | local | openai:MODEL[@URL], a chain A>B>none, or per role: analyst=local,default=none")] = None,
     memory: Annotated[Optional[str], typer.Option(help="agent strategy: recall from a copy of the memory at PATH, read-only (default: no memory)")] = None,
     agent_strategy: Annotated[Optional[str], typer.Option(help="agent strategy: the search inside its filters, guided-rea (default), rea, random or guided-rank")] = None,
     allow_target_in_memory: Annotated[bool, typer.Option("--allow-target-in-memory", help="run even if the memory's provenance names a target (or is unknown)")] = False,
