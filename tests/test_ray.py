@@ -23,7 +23,6 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'arch
 from archlore.tools.distributed import (  # noqa: E402
     RayExecutor,
     connect,
-    evaluate_batch,
     shutdown,
     worker_pids,
 )
@@ -100,18 +99,29 @@ def test_a_worker_killed_mid_way_loses_nothing_and_the_budget_is_exact(cluster):
                 return
             time.sleep(0.05)
 
-    new = evaluate_batch(ev, archs + archs[:2], proposed_by="test", on_eval=kill_one)
+    with pytest.raises(BudgetExhausted):  # 7 new candidates, 5 evaluations left: refused, nothing run
+        ev.evaluate_many(archs)
+    assert ev.ledger.evaluations("r") == [] and ev.remaining == 5
+    recorded: list = []
+
+    def on_eval(e) -> None:
+        recorded.append(e)
+        assert len(ev.ledger.evaluations("r")) == len(recorded)  # in the ledger the moment it arrives
+        kill_one(e)
+
+    got = ev.evaluate_many(archs[:5] + archs[:2], proposed_by="test", on_eval=on_eval)
     assert killed, "no worker was running a candidate to kill"
     rows = ev.ledger.evaluations("r")
-    assert len(new) == len(rows) == 5 and ev.remaining == 0  # the budget, exactly
+    assert len(recorded) == len(rows) == 5 and ev.remaining == 0  # the budget, exactly
+    assert [e.arch for e in got] == [space.to_string(a) for a in archs[:5] + archs[:2]]  # in the order asked
     assert sorted(e.arch for e in rows) == sorted(space.to_string(a) for a in archs[:5])  # each once
     assert all(e.ok for e in rows) and [e.seq for e in rows] == list(range(5))
     # a retried candidate's result is the one a local run gets (same seed, one thread)
     local = _trainer().evaluate(space.from_string(rows[-1].arch))
     assert rows[-1].valid == pytest.approx(local.valid)
-    assert evaluate_batch(ev, archs[:5]) == []  # a repeat is free and never run again
+    assert ev.evaluate_many(archs[:5]) == got[:5] and len(ev.ledger.evaluations("r")) == 5  # a repeat is free, never run again
     with pytest.raises(BudgetExhausted):  # a new one is over the budget
-        evaluate_batch(ev, archs)
+        ev.evaluate_many(archs)
 
 
 def test_a_candidate_failing_for_its_own_reasons_is_recorded_once(cluster):
@@ -120,11 +130,11 @@ def test_a_candidate_failing_for_its_own_reasons_is_recorded_once(cluster):
     ex = RayExecutor(_trainer(epochs=1, model_options={"channels": 100_000}), cluster="local", max_retries=3)
     ev = Evaluator(ex, Ledger(None), "f", budget=4)
     archs = _distinct(space, 3, seed=1)
-    new = evaluate_batch(ev, archs)
+    new = ev.evaluate_many(archs)
     assert len(new) == 3 and all(not e.ok for e in new)
     assert all("memory" in e.reason.lower() for e in new), [e.reason for e in new]
     assert ev.used == 3 and ev.remaining == 1  # failed ones count, as set, and are never run again
-    assert evaluate_batch(ev, archs) == [] and len(ev.ledger.evaluations("f")) == 3
+    assert ev.evaluate_many(archs) == new and len(ev.ledger.evaluations("f")) == 3
 
 
 @pytest.mark.skipif(not (DATA / "nb201").is_dir(), reason=f"no NB201 table under {DATA}")
@@ -209,13 +219,12 @@ from archlore.tools.evaluator import Evaluator
 from archlore.tools.ledger import Ledger
 from archlore.tools.spaces import NB201Space
 from archlore.tools.training import TrainingExecutor
-from archlore.tools.distributed import evaluate_batch
 import numpy as np
 space = NB201Space()
 ex = RayExecutor(TrainingExecutor(space, "digits", recipe="proxy", epochs=1, seed=0, threads=1), cluster=sys.argv[1])
 ev = Evaluator(ex, Ledger(None), "j", budget=3)
 rng = np.random.default_rng(0)
-new = evaluate_batch(ev, [space.sample(rng) for _ in range(3)])
+new = ev.evaluate_many([space.sample(rng) for _ in range(3)])
 print(ex.parallelism, len(new), all(e.ok for e in new))
 shutdown()
 """

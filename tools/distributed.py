@@ -16,8 +16,9 @@ What may go wrong, and what happens:
 - the driver is killed: the tasks die with it (a local cluster shares the driver's fate), what was
   recorded stays recorded, and a resumed run proposes again from the ledger.
 
-`evaluate_batch` is the budget side: it never submits more candidates than the budget has left,
-never one already in the ledger, and records each result the moment it arrives.
+The budget side is the evaluator's: `Evaluator.evaluate_many` refuses a batch over the budget
+left, never submits a cell already in the ledger, and records each result the moment
+`RayExecutor.as_completed` yields it.
 
 `connect("local" | "auto" | "ray://HOST:PORT")` starts or joins the cluster; Ray is an optional
 dependency (``pip install 'archlore[ray]'``).
@@ -30,21 +31,17 @@ import math
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import (
     ArchloreError,
-    BudgetExhausted,
     ConfigError,
     DataError,
     SpaceError,
-    UnknownCell,
 )
-from .evaluator import Evaluator
 from .executors import Executor, Metrics
-from .ledger import Evaluation
 from .spaces import Arch
 
 log = logging.getLogger(__name__)
@@ -202,9 +199,9 @@ def _run_candidate(key: str, blob: bytes, arch: Arch, epochs: int | None, thread
 class RayExecutor:
     """An `Executor` whose evaluations run as Ray tasks (see the module docstring).
 
-    `evaluate` runs one candidate; `evaluate_many` runs many at once and yields
-    ``(index, Metrics)`` in the order they finish (`as_completed`); `evaluate_many` returns them
-    in the order asked, like `TrainingExecutor.evaluate_many`.
+    `evaluate` runs one candidate; `as_completed` runs many at once and yields ``(index, Metrics)``
+    in the order they finish (what `Evaluator.evaluate_many` records from); `evaluate_many`
+    returns them in the order asked, like `TrainingExecutor.evaluate_many`.
 
     The executor travels as `dumps_executor` makes it (a lock anew, the training cache by path).
     """
@@ -303,65 +300,6 @@ class RayExecutor:
         finally:
             for ref in pending:  # nothing keeps running for a caller that stopped
                 ray.cancel(ref, force=True)
-
-
-def evaluate_batch(
-    evaluator: Evaluator,
-    archs: Iterable[Arch],
-    *,
-    proposed_by: str = "",
-    round: int = 0,
-    on_eval: Callable[[Evaluation], None] | None = None,
-) -> list[Evaluation]:
-    """Evaluate `archs` together through the evaluator's executor, each result recorded in the
-    ledger the moment it arrives (with an executor that has `as_completed`; one that has only
-    `evaluate_many` returns them all at the end; others evaluate one by one).
-
-    The budget stays exact: a cell already in the ledger (finished or failed) or repeated in
-    `archs` is skipped, and at most the budget's remainder is submitted. A failed candidate is
-    recorded once, as failed, and never run again. A cell the executor has no result for (a
-    partial table) is skipped and costs nothing. Returns the new evaluations.
-    """
-    space = evaluator.space
-    seen = {space.to_string(a) for a in evaluator.seen()}
-    todo: list[Arch] = []
-    for a in archs:
-        key = space.to_string(a)
-        if key not in seen:
-            seen.add(key)
-            todo.append(tuple(a))
-    if not todo:
-        return []
-    if evaluator.remaining <= 0:
-        raise BudgetExhausted(f"run {evaluator.run_id} has spent its budget of {evaluator.budget} evaluations")
-    todo = todo[: evaluator.remaining]
-    executor = evaluator.executor
-    out: list[Evaluation] = []
-
-    def take(i: int, m: Metrics) -> None:
-        ev = _record(evaluator, todo[i], m, proposed_by=proposed_by, round=round)
-        out.append(ev)
-        if on_eval:
-            on_eval(ev)
-
-    if callable(getattr(executor, "as_completed", None)):
-        for i, m in executor.as_completed(todo):
-            take(i, m)
-    elif callable(getattr(executor, "evaluate_many", None)):
-        for i, m in enumerate(executor.evaluate_many(todo)):
-            take(i, m)
-    else:
-        for i, a in enumerate(todo):
-            try:
-                m = executor.evaluate(a)
-            except UnknownCell:
-                continue
-            take(i, m)
-    return out
-
-
-def _record(evaluator: Evaluator, arch: Arch, m: Metrics, *, proposed_by: str, round: int) -> Evaluation:
-    return evaluator.record(arch, m, proposed_by=proposed_by, round=round)
 
 
 def worker_pids() -> list[int]:

@@ -28,13 +28,25 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 
-from .errors import BudgetExhausted
+from .errors import BudgetExhausted, UnknownCell
 from .executors import Executor, Metrics
 from .ledger import Evaluation, Ledger
 from .spaces import Arch
 
 log = logging.getLogger(__name__)
+
+
+def at_once(executor: Executor) -> int:
+    """How many candidates `executor` runs at once: a cluster's `parallelism` (asked first: a
+    `RayExecutor` passes its wrapped trainer's `concurrency` of 1 through), a trainer's
+    `concurrency`, else 1."""
+    for name in ("parallelism", "concurrency"):
+        n = getattr(executor, name, None)
+        if n is not None:
+            return max(1, int(n))
+    return 1
 
 
 class Evaluator:
@@ -136,29 +148,61 @@ class Evaluator:
         return self.record(arch, m, proposed_by=proposed_by, round=round)
 
     def evaluate_many(
-        self, archs: list[Arch], *, epochs: int | None = None, proposed_by: str = "", round: int = 0,
+        self,
+        archs: Iterable[Arch],
+        *,
+        epochs: int | None = None,
+        proposed_by: str = "",
+        round: int = 0,
+        on_eval: Callable[[Evaluation], None] | None = None,
     ) -> list[Evaluation]:
-        """`evaluate` for several architectures; those not yet known at this fidelity are trained
-        together by the executor's `evaluate_many` when it trains more than one at a time
-        (else one by one, each recorded as it finishes). BudgetExhausted if the new
-        architectures among them need more budget than is left (nothing is evaluated then)."""
+        """Evaluate a batch: the one batch API (the search step, successive halving, a Ray cluster).
+
+        The budget is checked first, for the whole batch: BudgetExhausted, and nothing evaluated,
+        if the new architectures among `archs` need more evaluations than are left (the caller
+        sizes its batch to `remaining`). What is already known at this fidelity (or failed) and
+        repeats within `archs` are free and never run again.
+
+        An executor that runs several candidates at once (`concurrency` or `parallelism` above 1,
+        and `as_completed(archs, epochs)` yielding ``(index, Metrics)`` as each finishes: the
+        training executor's threads, `RayExecutor`'s tasks) gets the pending ones together;
+        any other evaluates them one by one. Either way each result is recorded in the ledger the
+        moment it arrives, then passed to `on_eval` (progress; an exception there stops the batch,
+        with every finished result kept and, on Ray, what is still running cancelled).
+
+        Returns the evaluation of each item of `archs`, in order (a repeat gets its first one),
+        leaving out only cells the executor has no result for (`UnknownCell`: a partial table, a
+        cell over a limit) when it evaluates one at a time; such a cell costs nothing.
+        """
+        archs = [tuple(a) for a in archs]
         keys = [self.space.to_string(a) for a in archs]
         new = {k for k in keys if k not in self._result}
         if len(new) > self.remaining:
             raise BudgetExhausted(
                 f"run {self.run_id} has {self.remaining} of {self.budget} evaluations left, {len(new)} new candidates asked"
             )
-        many = int(getattr(self.executor, "concurrency", getattr(self.executor, "parallelism", 1))) > 1
-        todo = [a for a, k in zip(archs, keys) if self._pending(k, epochs)]
-        todo = list({self.space.to_string(a): tuple(a) for a in todo}.values())
-        if many and len(todo) > 1:
-            if callable(getattr(self.executor, "as_completed", None)):  # each recorded as it finishes
-                for i, m in self.executor.as_completed(todo, epochs=epochs):  # type: ignore[attr-defined]
-                    self.record(todo[i], m, proposed_by=proposed_by, round=round)
-            elif callable(getattr(self.executor, "evaluate_many", None)):
-                for a, m in zip(todo, self.executor.evaluate_many(todo, epochs=epochs)):  # type: ignore[attr-defined]
-                    self.record(a, m, proposed_by=proposed_by, round=round)
-        return [self.evaluate(a, proposed_by=proposed_by, round=round, epochs=epochs) for a in archs]
+        todo = list({k: a for a, k in zip(archs, keys) if self._pending(k, epochs)}.values())
+        ex = self.executor
+        together = at_once(ex) > 1 and callable(getattr(ex, "as_completed", None))
+        results: Iterable[tuple[int, Metrics]]
+        if together and len(todo) > 1:
+            results = ex.as_completed(todo, epochs=epochs)  # type: ignore[attr-defined]
+        else:
+            results = self._one_by_one(todo, epochs)
+        for i, m in results:
+            ev = self.record(todo[i], m, proposed_by=proposed_by, round=round)
+            if on_eval is not None:
+                on_eval(ev)
+        return [self.evaluate(a, epochs=epochs) for a, k in zip(archs, keys) if not self._pending(k, epochs)]
+
+    def _one_by_one(self, todo: list[Arch], epochs: int | None) -> Iterator[tuple[int, Metrics]]:
+        for i, a in enumerate(todo):
+            try:
+                m = self.executor.evaluate(a) if epochs is None else self.executor.evaluate(a, epochs=epochs)  # type: ignore[call-arg]
+            except UnknownCell as exc:
+                log.info("no result for %s, skipped at no cost: %s", self.space.to_string(a), exc)
+                continue
+            yield i, m
 
     def _pending(self, key: str, epochs: int | None) -> bool:
         known = self._result.get(key)

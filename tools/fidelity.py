@@ -104,7 +104,8 @@ def successive_halving(
     ranked: list[tuple[Arch, Evaluation]] = []
     for k, e in enumerate(epochs):
         evs = evaluator.evaluate_many(survivors, epochs=e, proposed_by=f"{proposed_by}@{e}ep" if proposed_by else f"@{e}ep", round=round)
-        ok = [(a, ev) for a, ev in zip(survivors, evs) if ev.ok]
+        got = {ev.arch: ev for ev in evs}  # a cell the executor has no result for is left out
+        ok = [(a, got[k]) for a in survivors if (k := space.to_string(a)) in got and got[k].ok]
         ranked = sorted(ok, key=lambda p: -p[1].valid)  # stable: ties keep the proposal order
         last = k == len(epochs) - 1
         keep = [] if last else [a for a, _ in ranked[: max(1, len(survivors) // eta)]]

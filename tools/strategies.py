@@ -167,8 +167,6 @@ def _run_batches(
     again. A resumed run proposes from what was recorded, so the
     candidates in flight at a kill are proposed afresh (the budget counts only recorded ones).
     """
-    from .distributed import evaluate_batch
-
     space = evaluator.space
     done = 0
     while done < n:
@@ -204,8 +202,15 @@ def _run_batches(
         if exhausted:
             log.info("filter of size %d exhausted; stopping", flt.size())
             return SearchOutcome(done, "exhausted", flt)
-        try:
-            new = evaluate_batch(evaluator, picks, proposed_by=proposed_by, round=round, on_eval=on_eval)
+        new: list = []  # what this batch adds to the ledger, recorded as each finishes
+
+        def take(ev, new=new) -> None:
+            new.append(ev)
+            if on_eval is not None:
+                on_eval(ev)
+
+        try:  # picks are at most the budget left (k), so only a stale count could refuse them
+            evaluator.evaluate_many(picks, proposed_by=proposed_by, round=round, on_eval=take)
         except BudgetExhausted:
             return SearchOutcome(done, "budget", flt)
         if not new:  # nothing could be evaluated (cells without a result): stop, never spin
