@@ -60,13 +60,17 @@ Session now:
 class RunStopped(Exception):
     """Raised from the progress callback after an evaluation when a stop was asked for."""
 
+    interrupts_run = True  # a stored run is marked interrupted (resumable), not failed
+
 
 class RunManager:
-    """The session's searches: one at a time, each in a background thread, as ordinary runs."""
+    """The session's searches: one at a time, each in a background thread, as ordinary runs
+    (in run folders under `root`, or in the shared `storage` when the session has one)."""
 
     def __init__(self, root: Path, store: SessionStore, session_id: str, defaults: dict[str, Any],
-                 notify: Callable[[dict], None]) -> None:
+                 notify: Callable[[dict], None], storage: str | None = None) -> None:
         self.root, self.store, self.session_id, self.defaults, self.notify = root, store, session_id, defaults, notify
+        self.storage = storage
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -120,7 +124,7 @@ class RunManager:
         from .runner import check_run_id
 
         self._refuse_if_busy()
-        if not (self.root / check_run_id(run_id) / "settings.json").is_file():
+        if not self._exists(check_run_id(run_id)):
             raise ConfigError(f"run {run_id!r} has no files (it stopped before its first evaluation): /run starts it again")
         if answer is None and self._waiting and self._waiting.get("run_id") == run_id:
             raise ConfigError(f"run {run_id} waits for approval of its filter: /approve, or /edit filter ...")
@@ -128,6 +132,28 @@ class RunManager:
             self.store.add_run(self.session_id, run_id)
         self._waiting = None
         self._launch(RunSettings(run_id=run_id, source=None), resume=True, answer=answer)
+
+    def _exists(self, run_id: str) -> bool:
+        if not self.storage:
+            return (self.root / run_id / "settings.json").is_file()
+        from archlore.tools.storage import RunStore
+
+        with RunStore(self.storage) as store:
+            return store.settings(run_id) is not None
+
+    def _record(self, run_id: str) -> dict[str, Any] | None:
+        """The run's last saved record (None when it has none yet)."""
+        import json
+
+        if self.storage:
+            from archlore.tools.storage import RunStore
+
+            with RunStore(self.storage) as store:
+                return store.record(run_id)
+        try:
+            return json.loads((self.root / run_id / "record.json").read_text())
+        except (OSError, ValueError):
+            return None
 
     def request_stop(self) -> None:
         """Ask the running search to stop after the evaluation in flight (returns at once)."""
@@ -149,17 +175,16 @@ class RunManager:
 
     def reopen(self) -> list[str]:
         """After a restart: resume the run a killed process left running; recall a waiting one."""
-        import json
-
         notes = []
         for r in self.store.runs(self.session_id):
             if r.status == "waiting":
                 try:
-                    rec = json.loads((self.root / r.run_id / "record.json").read_text())
+                    rec = self._record(r.run_id)
+                except ArchloreError:
+                    rec = None
+                if rec is not None:
                     self._waiting = rec.get("waiting") or None
                     self.active = r.run_id
-                except (OSError, ValueError):
-                    pass
                 if self._waiting:
                     notes.append(f"run {r.run_id} waits for approval of its round-{self._waiting['round']} filter: /filter, /approve or /edit")
         unfinished = [r for r in self.store.runs(self.session_id) if r.status == "running"]
@@ -213,11 +238,15 @@ class RunManager:
 
     def _work(self, settings: Any, resume: bool, answer: dict[str, Any] | None) -> None:
         from .runner import run_persistent
+        from .stored import run_stored
 
         run_id = settings.run_id
         status, detail = "failed", ""
         try:
-            record, _ = run_persistent(settings, root=self.root, resume=resume, on_event=self._on_event(run_id), answer=answer)
+            if self.storage:
+                record = run_stored(settings, storage=self.storage, resume=resume, on_event=self._on_event(run_id), answer=answer)
+            else:
+                record, _ = run_persistent(settings, root=self.root, resume=resume, on_event=self._on_event(run_id), answer=answer)
             if record.get("waiting"):
                 status, self._waiting = "waiting", record["waiting"]
             else:
@@ -346,9 +375,13 @@ class ChatSession:
 
     def __init__(self, *, session_id: str | None = None, root: str | Path | None = None, llm: str | None = None,
                  memory: str | None = None, data: str | None = None, embedding: str | None = None,
-                 approve: bool | None = None, create: bool = True) -> None:
+                 approve: bool | None = None, create: bool = True, storage: str | None = None) -> None:
+        from archlore.tools.storage import parse_url
+
         from .llm import Usage
 
+        if storage:
+            parse_url(storage)  # a malformed URL is refused before a session is made
         self._stack = ExitStack()
         self.store = self._stack.enter_context(SessionStore(root))
         self.root = self.store.root
@@ -356,19 +389,68 @@ class ChatSession:
         self.session = self.store.open(session_id, defaults={k: v for k, v in given.items() if v is not None}, create=create)
         self.defaults = {**self.session.defaults, **{k: v for k, v in given.items() if v is not None}}
         self.approve = bool(self.defaults.get("approve", True))
+        try:
+            self.storage = self._storage(storage)
+        except BaseException:
+            self._stack.close()
+            raise
         self._listeners: list[Callable[[dict], None]] = []
         self.usage = Usage()
         self.llm, self._roles = coordinator_llm(self.defaults.get("llm") or "none", self._stack)
         self._turn = 0
-        self.runs = RunManager(self.root, self.store, self.session.id, self.defaults, self._notify)
+        self.runs = RunManager(self.root, self.store, self.session.id, self.defaults, self._notify, storage=self.storage)
         self.graph = builder.compile(checkpointer=self.store.checkpointer)
         self._memory: Any = None
         self._baselines: dict[tuple, Any] = {}
         self._send_lock = threading.Lock()
 
+    def _storage(self, given: str | None) -> str | None:
+        """Where this session's runs live: --storage, else the session's own, else $ARCHLORE_STORAGE
+        for a session without runs yet; None: run folders under the runs dir. The session itself
+        (its conversation and list of runs) stays in the local sessions database."""
+        import json
+
+        from archlore.tools.env import env
+        from archlore.tools.storage import parse_url, redact
+
+        had = self.session.defaults.get("storage")
+        if given is None:
+            given = had if "storage" in self.session.defaults or self.session.runs else (env().archlore_storage or None)
+        if given:
+            parse_url(given)  # a malformed URL is one line now
+        if (given or None) != (had or None) and self.session.runs:
+            where = redact(had) if had else f"run folders under {self.root}"
+            raise ConfigError(f"session {self.session.id} keeps its runs in {where}: open it with "
+                              + (f"--storage {where}" if had else "no --storage") + ", or start a new session")
+        if "storage" not in self.session.defaults or had != given:
+            self.defaults["storage"] = given or None
+            with self.store._lock, self.store._db:
+                self.store._db.execute("UPDATE chat_sessions SET defaults = ? WHERE id = ?",
+                                       (json.dumps({**self.session.defaults, "storage": given or None}), self.session.id))
+        return given or None
+
     @property
     def id(self) -> str:
         return self.session.id
+
+    @property
+    def where(self) -> str:
+        """Where this session's runs live, for people (a storage URL without its password)."""
+        from archlore.tools.storage import redact
+
+        return redact(self.storage) if self.storage else str(self.root)
+
+    def view(self, run_id: str) -> dict[str, Any]:
+        """A run of this session as a record (current while it runs), wherever its runs live."""
+        return chat_tools.run_view(self.root, run_id, storage=self.storage)
+
+    def figure_path(self, run_id: str, kind: str) -> Path:
+        """Where /plot draws a run's figure: its folder, or a local figures folder for a stored run."""
+        from .runner import check_run_id
+
+        folder = self.root / (".figures" if self.storage else "") / check_run_id(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"plot-{kind}.png"
 
     def listen(self, fn: Callable[[dict], None]) -> None:
         self._listeners.append(fn)
@@ -459,6 +541,14 @@ class ChatSession:
         for r in self.store.runs(self.id):  # runs that are not searching take it at their next start
             if r.status in ("waiting", "paused", "running") and not (self.runs.busy() and self.runs.active == r.run_id):
                 try:
+                    if self.storage:
+                        from archlore.tools.storage import RunStore
+
+                        from .stored import update_settings
+
+                        with RunStore(self.storage) as store:
+                            update_settings(store, r.run_id, approve=on)
+                        continue
                     s = load_settings(self.root / r.run_id)
                     s.approve = on
                     s.save(self.root / r.run_id / "settings.json")

@@ -37,12 +37,23 @@ class Args(BaseModel):
 # ---- run views: a record-shaped dict of any run, finished or in progress ----
 
 
-def run_view(root: Path, run_id: str) -> dict[str, Any]:
-    """The run's record, refreshed from its ledger (so a run in progress is current too)."""
+def run_view(root: Path, run_id: str, storage: str | None = None) -> dict[str, Any]:
+    """The run's record, refreshed from its ledger (so a run in progress is current too): from
+    its folder under `root`, or from the shared `storage` (a sqlite:// or postgresql:// URL)."""
     from archlore.tools.ledger import Ledger
 
+    from .context import RunSettings
     from .runner import check_run_id, load_settings
 
+    if storage:
+        from archlore.tools.storage import RunStore
+
+        with RunStore(storage) as store:
+            raw = store.settings(check_run_id(run_id))
+            if raw is None:
+                raise ConfigError(f"no run {run_id!r} in {store.location}; /status lists this session's runs")
+            rec = store.record(run_id) or {}
+            return _refreshed(rec, run_id, RunSettings.from_json(raw), store.ledger)
     run_dir = root / check_run_id(run_id)
     if not (run_dir / "settings.json").is_file():
         raise ConfigError(f"no run {run_id!r} in {root}; /status lists this session's runs")
@@ -52,19 +63,23 @@ def run_view(root: Path, run_id: str) -> dict[str, Any]:
             rec = json.loads((run_dir / "record.json").read_text())
         except (OSError, ValueError):
             rec = {}
-    settings = load_settings(run_dir)
+    ledger = Ledger(run_dir / "ledger.db") if (run_dir / "ledger.db").is_file() else None
+    try:
+        return _refreshed(rec, run_id, load_settings(run_dir), ledger)
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def _refreshed(rec: dict[str, Any], run_id: str, settings: Any, ledger: Any) -> dict[str, Any]:
     rec.update(run_id=run_id, settings=settings.to_json(), space=rec.get("space", settings.space),
                target=settings.target, source=settings.source, llm=settings.llm, budget=settings.budget)
-    if (run_dir / "ledger.db").is_file():
-        ledger = Ledger(run_dir / "ledger.db")
-        try:
-            evs = ledger.evaluations(run_id)
-            rec["evaluations"] = [e.to_dict() for e in evs]
-            rec["principles_history"] = ledger.journal(run_id, "principles")
-            rec["filters"] = ledger.journal(run_id, "filter")
-            rec["events"] = ledger.journal(run_id, "event")
-        finally:
-            ledger.close()
+    if ledger is not None:
+        evs = ledger.evaluations(run_id)
+        rec["evaluations"] = [e.to_dict() for e in evs]
+        rec["principles_history"] = ledger.journal(run_id, "principles")
+        rec["filters"] = ledger.journal(run_id, "filter")
+        rec["events"] = ledger.journal(run_id, "event")
         best = max(evs, key=lambda e: e.valid) if evs else None
         rec["best"] = {"arch": best.arch, "valid": best.valid, "test": best.test} if best else None
         rec["used"] = len(evs)
@@ -131,7 +146,7 @@ def status(chat: ChatSession, a: RunRef) -> Answer:
     lines = []
     for r in runs:
         try:
-            rec = run_view(chat.root, r.run_id)
+            rec = chat.view(r.run_id)
         except ArchloreError as exc:
             lines.append(f"{r.run_id}: {r.status} ({exc})")
             continue
@@ -158,7 +173,7 @@ def _effects(rec: dict[str, Any]) -> list[dict[str, Any]]:
 
 def show_principles(chat: ChatSession, a: RunRef) -> Answer:
     run_id = chat.runs.current(a.run_id)
-    eff = _effects(run_view(chat.root, run_id))
+    eff = _effects(chat.view(run_id))
     if not eff:
         return Answer(f"run {run_id} has no principles yet")
     lines, last = [f"principles of {run_id} (/principles N explains one with its rows; /edit principle N ...):"], None
@@ -180,7 +195,7 @@ def explain_principle(chat: ChatSession, a: Explain) -> Answer:
     from archlore.tools.spaces import get_space
 
     run_id = chat.runs.current(a.run_id)
-    rec = run_view(chat.root, run_id)
+    rec = chat.view(run_id)
     eff = _effects(rec)
     if not 1 <= a.number <= len(eff):
         return Answer(f"run {run_id} has {len(eff)} principles: give a number from 1 to {len(eff)}" if eff else f"run {run_id} has no principles yet")
@@ -215,7 +230,7 @@ def show_filter(chat: ChatSession, a: RunRef) -> Answer:
         return Answer(f"run {waiting['run_id']}, round {waiting['round']}: the planner proposes {waiting['size']} cells, "
                       f"waiting for you (/approve, or /edit filter POSITION=CHOICE,CHOICE):\n{body}", data={"waiting": waiting})
     run_id = chat.runs.current(a.run_id)
-    filters = run_view(chat.root, run_id).get("filters") or []
+    filters = chat.view(run_id).get("filters") or []
     if not filters:
         return Answer(f"run {run_id} has no filter yet")
     f = filters[-1]
@@ -249,7 +264,7 @@ def edit_filter(chat: ChatSession, a: EditFilter) -> Answer:
     from archlore.tools.spaces import SpaceFilter, get_space
 
     waiting = _waiting_or_fail(chat)
-    space = get_space(run_view(chat.root, waiting["run_id"])["settings"]["space"])
+    space = get_space(chat.view(waiting["run_id"])["settings"]["space"])
     allowed = {k: list(v) for k, v in waiting["allowed"].items()}
     for pos, cs in a.choices.items():
         if pos not in allowed:
@@ -272,7 +287,7 @@ def edit_principle(chat: ChatSession, a: EditPrinciple) -> Answer:
     from .principles import conflicts
 
     waiting = _waiting_or_fail(chat)
-    eff = _effects(run_view(chat.root, waiting["run_id"]))
+    eff = _effects(chat.view(waiting["run_id"]))
     if not 1 <= a.number <= len(eff):
         raise ConfigError(f"give a principle number from 1 to {len(eff)} (/principles lists them)")
     p = dict(eff[a.number - 1])
@@ -334,7 +349,7 @@ def data_tasks(row: dict[str, Any]) -> list[str]:
 def compare(chat: ChatSession, a: RunRef) -> Answer:
 
     run_id = chat.runs.current(a.run_id)
-    rec = run_view(chat.root, run_id)
+    rec = chat.view(run_id)
     base = chat.baselines(rec)
     if not rec["evaluations"]:
         return Answer(f"run {run_id} has no evaluations yet")
@@ -360,8 +375,8 @@ def plot(chat: ChatSession, a: Plot) -> Answer:
     from . import plots
 
     run_id = chat.runs.current(a.run_id)
-    rec = run_view(chat.root, run_id)
-    path = chat.root / run_id / f"plot-{a.kind}.png"
+    rec = chat.view(run_id)
+    path = chat.figure_path(run_id, a.kind)
     plots.save(rec, path, a.kind, baselines=chat.baselines(rec) if a.kind in ("all", "curve") else None)
     return Answer(f"figure: {path}", image=path)
 

@@ -20,23 +20,25 @@ LlmOpt = Annotated[str | None, typer.Option(help="LLM of the chat and of the run
 MemoryOpt = Annotated[str | None, typer.Option(help="principle memory: a path, an http:// Chroma server, or 'off' (default: the per-user store)")]
 DataOpt = Annotated[str | None, typer.Option(help="benchmark data dir (default $ARCHLORE_DATA, else ../shared/data)")]
 RunsOpt = Annotated[Path | None, typer.Option(help="where runs and sessions live (default $ARCHLORE_RUNS, else ./runs)")]
+StorageOpt = Annotated[str | None, typer.Option(help="where the session's runs are stored: sqlite:///FILE.db or postgresql://... shared with `archlore run/runs/show --storage` (default: the session's, else $ARCHLORE_STORAGE for a new session, else run folders under --runs-dir); the session itself stays under --runs-dir")]
 ApproveOpt = Annotated[bool | None, typer.Option("--approve/--no-approve", help="new runs wait for approval of each filter (default: on)")]
 
 
 def _session(session: str | None, llm: str | None, memory: str | None, data: str | None, runs_dir: Path | None,
-             approve: bool | None, *, create: bool = True):
+             approve: bool | None, *, create: bool = True, storage: str | None = None):
     from .chat import ChatSession
 
-    return ChatSession(session_id=session, root=runs_dir, llm=llm, memory=memory, data=data, approve=approve, create=create)
+    return ChatSession(session_id=session, root=runs_dir, llm=llm, memory=memory, data=data, approve=approve,
+                       create=create, storage=storage)
 
 
 def chat(session: SessionOpt = None, llm: LlmOpt = None, memory: MemoryOpt = None, data: DataOpt = None,
-         runs_dir: RunsOpt = None, approve: ApproveOpt = None) -> None:
+         runs_dir: RunsOpt = None, approve: ApproveOpt = None, storage: StorageOpt = None) -> None:
     """Talk to a search: start, pause, approve, edit, explain, compare and plot runs (slash commands work with --llm none)."""
     from .tui import run_terminal
 
     try:
-        chat_session = _session(session, llm, memory, data, runs_dir, approve, create=True)
+        chat_session = _session(session, llm, memory, data, runs_dir, approve, create=True, storage=storage)
     except ArchloreError as exc:
         _fail(exc)
     raise typer.Exit(run_terminal(chat_session))
@@ -75,13 +77,14 @@ def sessions(runs_dir: RunsOpt = None,
 
 
 def ui(session: SessionOpt = None, llm: LlmOpt = None, memory: MemoryOpt = None, data: DataOpt = None,
-       runs_dir: RunsOpt = None, approve: ApproveOpt = None,
+       runs_dir: RunsOpt = None, approve: ApproveOpt = None, storage: StorageOpt = None,
        port: Annotated[int, typer.Option(help="port on 127.0.0.1 (0: a free one, printed)")] = 0,
        show: Annotated[bool, typer.Option("--open/--no-open", help="open a browser")] = False) -> None:
     """Serve the chat as a local web page on 127.0.0.1 (streaming replies, approval buttons, live plots, memory browser)."""
     from .web import serve
 
     try:
-        serve(root=runs_dir, session=session, llm=llm, memory=memory, data=data, approve=approve, port=port, show=show)
+        serve(root=runs_dir, session=session, llm=llm, memory=memory, data=data, approve=approve, port=port, show=show,
+              storage=storage)
     except ArchloreError as exc:
         _fail(exc)

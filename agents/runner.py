@@ -15,7 +15,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -502,7 +502,9 @@ def execute(
                 durability="sync", stream_mode="updates",
             ):
                 if prune is not None:
-                    prune()
+                    # the saver writes from LangGraph's threads on the same connection: prune under its lock
+                    with getattr(checkpointer, "lock", None) or nullcontext():
+                        prune()
             snapshot = graph.get_state(config)
             state = snapshot.values
         record = build_record(ctx, state)

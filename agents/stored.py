@@ -7,6 +7,7 @@ Without `--storage`, runs keep today's per-run folders (`runner.run_persistent`)
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -89,11 +90,15 @@ def run_stored(
     resume: bool = False,
     cluster: str | None = None,
     on_event: Callable[[dict], None] | None = None,
+    answer: Any = None,
 ) -> dict:
     """Run (or continue) a run whose state lives in `storage`; returns the run record.
 
     A start that fails before its first evaluation removes the run again (so the same command
-    works once the cause is fixed); a run with evaluations is kept, marked failed or interrupted.
+    works once the cause is fixed); a run with evaluations is kept, marked failed or interrupted
+    (interrupted: Ctrl-C, or an error whose class sets `interrupts_run`, as the chat's pause).
+    A run that stops at its approval step is stored with its record (`waiting` says what it
+    asks) and the status ``waiting``; `resume` with `answer` continues it (as `run_persistent`).
     """
     check_run_id(settings.run_id)
     run_id = settings.run_id
@@ -126,8 +131,10 @@ def run_stored(
                     if memory is not None:
                         stack.callback(memory.close)
                     record = execute(settings, ledger=store.ledger, checkpointer=saver, memory=memory, table=table,
-                                     on_event=on_event, resume=resume, prune=prune)
+                                     on_event=on_event, resume=resume, prune=prune, answer=answer)
                     store.save_record(run_id, record)
+                    if record.get("waiting"):
+                        store.set_status(run_id, "waiting")
             except BaseException as exc:
                 _after_failure(store, run_id, resume, exc)
                 raise
@@ -139,7 +146,8 @@ def _after_failure(store: RunStore, run_id: str, resume: bool, exc: BaseExceptio
         if not resume and store.delete_run(run_id):
             _delete_checkpoints(store, run_id)
             return
-        store.set_status(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        stopped = isinstance(exc, KeyboardInterrupt) or getattr(exc, "interrupts_run", False)
+        store.set_status(run_id, "interrupted" if stopped else "failed")
     except Exception as cleanup:  # noqa: BLE001 - never hide the first error behind the cleanup's
         log.warning("could not mark run %s after its failure: %s", run_id, cleanup)
 
@@ -148,6 +156,17 @@ def _delete_checkpoints(store: RunStore, run_id: str) -> None:
     with ExitStack() as stack:
         saver, _ = open_checkpointer(store, run_id, stack)
         saver.delete_thread(run_id)
+
+
+def update_settings(store: RunStore, run_id: str, **changes: Any) -> bool:
+    """Change some of a stored run's settings (what its next resume reads); False if no such run."""
+    raw = store.settings(run_id)
+    if raw is None:
+        return False
+    raw.update(changes)
+    with store._lock, store._db:
+        store._db.execute("UPDATE runs SET settings = ? WHERE run_id = ?", (json.dumps(raw), run_id))
+    return True
 
 
 def stored_record(store: RunStore, run_id: str) -> dict:

@@ -106,7 +106,7 @@ def run_terminal(chat: ChatSession) -> int:
         console = Console(file=sys.stdout, force_terminal=tty, soft_wrap=True, highlight=False)
         term = Terminal(chat, console)
         console.print(f"[bold]archlore chat[/] · session [bold]{escape(chat.id)}[/] · llm {escape(chat.defaults.get('llm') or 'none')} "
-                      f"· runs in {escape(str(chat.root))} · /help lists the commands")
+                      f"· runs in {escape(chat.where)} · /help lists the commands")
         for role, text, _ in chat.history()[-10:]:
             console.print(("[bold]you[/] " if role == "user" else "[bold cyan]archlore[/] ") + escape(text[:500]))
         for note in chat.open():

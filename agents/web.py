@@ -199,7 +199,7 @@ def build(sessions: Sessions) -> None:
                 from archlore.tools.spaces import get_space
 
                 try:
-                    sp = get_space(chat_tools.run_view(chat.root, w["run_id"])["settings"]["space"])
+                    sp = get_space(chat.view(w["run_id"])["settings"]["space"])
                     options = {p.name: list(p.choices) for p in sp.positions}
                 except ArchloreError:
                     options = {k: list(v) for k, v in w["allowed"].items()}
@@ -231,7 +231,7 @@ def build(sessions: Sessions) -> None:
                 return
             state["rendering"] = True
             try:
-                rec = await run.io_bound(chat_tools.run_view, chat.root, run_id)
+                rec = await run.io_bound(chat.view, run_id)
                 pngs = await run.io_bound(_figures, chat, rec)
                 for kind, png in pngs.items():
                     plot_images[kind].set_source(_png_url(png))
@@ -269,10 +269,11 @@ def _new_id() -> str:
 
 
 def serve(*, root: str | Path | None = None, session: str | None = None, llm: str | None = None, memory: str | None = None,
-          data: str | None = None, approve: bool | None = None, port: int = 0, show: bool = False) -> None:
+          data: str | None = None, approve: bool | None = None, port: int = 0, show: bool = False,
+          storage: str | None = None) -> None:
     from nicegui import app, ui
 
-    sessions = Sessions(root=root, llm=llm, memory=memory, data=data, approve=approve)
+    sessions = Sessions(root=root, llm=llm, memory=memory, data=data, approve=approve, storage=storage)
     first = sessions.get(session)  # a bad --runs-dir or session id fails here, before serving
     sessions.first = first.id
     build(sessions)

@@ -7,6 +7,7 @@ binaries or psycopg are absent.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -299,3 +300,60 @@ def test_chroma_server_two_writers_and_a_reader_lose_nothing(chroma_server: str)
         runs = {f"{w}-{r}" for w in ("team-a", "team-b") for r in range(4)}
         assert len(shared) == 3 and all(set(r["sources"]) == runs for r in shared), [sorted(runs - set(r["sources"])) for r in shared]  # no lost write
         assert len(own) == 4 and all(len(r["sources"]) == 4 for r in own)
+
+
+# --------------------------------------------------------------------------- a chat session's runs
+
+
+from tests.conftest import DATA, needs_data  # noqa: E402
+
+
+@needs_data
+def test_a_chat_session_runs_into_shared_storage_with_approval(storage_url, tmp_path: Path):
+    """A chat session with --storage: its run is stored there, waits for approval, is approved
+    and finishes; another process lists and shows it from the storage; the session reopens."""
+    from archlore.agents.chat import ChatSession
+
+    root = tmp_path / "runs"
+    chat = ChatSession(root=root, data=str(DATA), memory="off", storage=storage_url)
+    try:
+        started = chat.reply("/run target=cifar100 budget=12")
+        assert started.startswith("started run") and "wait for /approve" in started, started
+        run_id = started.split()[2].rstrip(":")
+        chat.runs.wait(120)
+        assert "waits for approval" in chat.reply("/status")
+        assert not (root / run_id).exists()  # the run is in the storage, not in a run folder
+        with RunStore(storage_url) as store:
+            assert {r.run_id: (r.status, r.used) for r in store.runs()} == {run_id: ("waiting", 0)}
+        listed = _cli("runs", "--json", url=storage_url, cwd=tmp_path, timeout=120)
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        assert '"status": "waiting"' in listed.stdout and run_id in listed.stdout
+        assert chat.reply("/approve").startswith("approved the round-0 filter")
+        chat.runs.wait(120)
+        assert chat.runs.waiting() and chat.runs.waiting()["round"] == 1  # approval still on: the next round asks
+        assert chat.reply("/approve off").startswith("approval off")  # the waiting one approved, the rest as planned
+        chat.runs.wait(120)
+        assert f"{run_id}: done, 12/12 evaluations" in chat.reply("/status")
+        assert chat.reply("/plot curve").startswith("figure:")
+        sid = chat.id
+    finally:
+        chat.close()
+    with RunStore(storage_url) as store:
+        archs = [e.arch for e in store.ledger.evaluations(run_id)]
+        assert len(archs) == 12 and len(set(archs)) == 12  # every candidate once, the budget exact
+        assert {r.run_id: r.status for r in store.runs()} == {run_id: "finished"}
+        events = {e["event"] for e in store.record(run_id)["events"]}
+        assert "approved" in events
+    shown = _cli("show", run_id, url=storage_url, cwd=tmp_path, timeout=120)
+    assert shown.returncode == 0 and "12/12 evaluations" in shown.stdout, shown.stdout[-2000:] + shown.stderr[-2000:]
+    listed = _cli("runs", "--json", url=storage_url, cwd=tmp_path, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert [(r["run_id"], r["status"], r["used"], r["budget"]) for r in json.loads(listed.stdout)] == [(run_id, "finished", 12, 12)]
+    # the session reopens with its own storage (no --storage needed) and refuses another
+    again = ChatSession(session_id=sid, root=root, data=str(DATA), create=False)
+    try:
+        assert again.storage == storage_url and f"{run_id}: done, 12/12" in again.reply("/status")
+    finally:
+        again.close()
+    with pytest.raises(ConfigError, match="keeps its runs in"):
+        ChatSession(session_id=sid, root=root, data=str(DATA), create=False, storage=f"sqlite:///{tmp_path / 'other.db'}")
