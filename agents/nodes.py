@@ -332,11 +332,9 @@ def _halving_step(ctx: RunContext, proposer, flt: SpaceFilter, rnd: int, n: int,
     before = ev.used
     try:
         res = successive_halving(ev, archs, min_epochs=s.min_epochs, max_epochs=s.rungs()[-1], eta=s.eta,
-                                 proposed_by=f"{proposer.name}/r{rnd}", round=rnd)
+                                 proposed_by=f"{proposer.name}/r{rnd}", round=rnd, on_eval=on_eval)
     except BudgetExhausted:
         return SearchOutcome(0, "budget", flt), None
-    for e in ev.history[-len(archs):]:
-        on_eval(e)
     done = ev.used - before
     halving = {**res.to_dict(), "best": res.best.arch if res.best else None}
     return SearchOutcome(done, "exhausted" if exhausted else "done", flt), halving

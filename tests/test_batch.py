@@ -73,3 +73,15 @@ def test_a_cluster_s_parallelism_wins_over_its_wrapped_trainer_s_concurrency() -
             return getattr(Scored(concurrency=1), name)
 
     assert at_once(Cluster()) == 4 and at_once(Scored(2)) == 2 and at_once(object()) == 1
+
+
+def test_successive_halving_reports_each_rung_result_as_it_is_recorded() -> None:
+    from archlore.tools.fidelity import successive_halving
+
+    ev = Evaluator(Scored(concurrency=3), Ledger(None), "h", budget=9)
+    heard: list[tuple[str, int, int]] = []
+    res = successive_halving(ev, [(i,) for i in range(9)], min_epochs=1, max_epochs=9, eta=3,
+                             on_eval=lambda e: heard.append((e.arch, e.fidelity, len(ev.ledger.evaluations("h")))))
+    assert [n for *_, n in heard] == list(range(1, 14))  # 9 + 3 + 1 rung results, each heard once, once recorded
+    assert [(a, f) for a, f, _ in heard[9:]] == [("6", 3), ("7", 3), ("8", 3), ("8", 9)]  # the top third climbs (yielded last-first)
+    assert res.best.arch == "8" and res.best.fidelity == 9 and ev.used == 9

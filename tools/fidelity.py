@@ -77,9 +77,10 @@ def successive_halving(
     eta: int = 3,
     proposed_by: str = "",
     round: int = 0,
+    on_eval: Callable[[Evaluation], None] | None = None,
 ) -> HalvingOutcome:
     """Successive halving over `archs` (see the module docstring); BudgetExhausted only when
-    none of them can be started."""
+    none of them can be started. `on_eval` hears of each rung's result as it is recorded."""
     epochs = rung_epochs(min_epochs, max_epochs, eta)
     space = evaluator.space
     survivors: list[Arch] = []
@@ -103,7 +104,8 @@ def successive_halving(
     rungs: list[Rung] = []
     ranked: list[tuple[Arch, Evaluation]] = []
     for k, e in enumerate(epochs):
-        evs = evaluator.evaluate_many(survivors, epochs=e, proposed_by=f"{proposed_by}@{e}ep" if proposed_by else f"@{e}ep", round=round)
+        evs = evaluator.evaluate_many(survivors, epochs=e, proposed_by=f"{proposed_by}@{e}ep" if proposed_by else f"@{e}ep", round=round,
+                                      on_eval=on_eval)
         got = {ev.arch: ev for ev in evs}  # a cell the executor has no result for is left out
         ok = [(a, got[k]) for a in survivors if (k := space.to_string(a)) in got and got[k].ok]
         ranked = sorted(ok, key=lambda p: -p[1].valid)  # stable: ties keep the proposal order
