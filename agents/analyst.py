@@ -512,5 +512,10 @@ def analyze(
         res = statistical_analysis(ctx, mode, current, original, evidence, recalled, tuning=tuning)
     else:
         res = llm_analysis(ctx, mode, current, original, evidence, recalled, tuning=tuning)
+        # a model's "avoid X at every position" can meet a carried "prefer X at one position" that
+        # merging did not catch (seen in a real local run): its own principles come first and win
+        res.principles, dropped = resolve_conflicts(res.principles)
+        if dropped:
+            res.events.append({"event": "conflict_dropped", "node": "analyze", "dropped": [p.text for p in dropped]})
     PrincipleSet(tuple(res.principles))  # never hand on a contradiction (raises PrincipleConflict)
     return res

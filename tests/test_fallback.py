@@ -159,3 +159,23 @@ def test_benchmark_rows_carry_llm_use_per_role(tmp_path):
     for key in ("calls", "input_tokens", "output_tokens"):
         assert sum(r[key] for r in usage["per_role"].values()) == pytest.approx(usage["mean"][key])
     assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["llm_usage"] == usage
+
+
+def test_a_models_star_claim_against_a_carried_one_does_not_end_the_run(monkeypatch):
+    """Seen in a real local run (lapt-tnb101, seed 1000): the model said 'avoid none at every
+    position' while a carried principle preferred none at edge3<-1; the run died on the conflict."""
+    from types import SimpleNamespace
+
+    from archlore.agents import analyst
+    from archlore.agents.principles import PrincipleSet
+    from archlore.memory.record import Principle
+
+    star = Principle(text="Avoid none at every position.", position="*", choice="none", direction="avoid", confidence=0.8)
+    carried = Principle(text="Prefer none at edge3<-1.", position="edge3<-1", choice="none", direction="prefer", confidence=0.5)
+    other = Principle(text="Prefer skip at edge3<-0.", position="edge3<-0", choice="skip_connect", direction="prefer", confidence=0.5)
+    monkeypatch.setattr(analyst, "llm_analysis", lambda *a, **k: analyst.AnalysisResult([star, carried, other], by="local"))
+    ctx = SimpleNamespace(llm_for=lambda role: object())  # any LLM: the model's path
+    res = analyst.analyze(ctx, "update", [], [], None, [])
+    assert res.principles == [star, other]
+    assert res.events == [{"event": "conflict_dropped", "node": "analyze", "dropped": ["Prefer none at edge3<-1."]}]
+    PrincipleSet(tuple(res.principles))
