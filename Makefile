@@ -28,9 +28,9 @@ setup: $(BIN)/.archlore-base
 
 setup-local: $(BIN)/.archlore-local
 
-# Ray and the Postgres client, for --cluster / --storage postgresql:// and their tests (CI installs them)
+# Ray, the Postgres client and Playwright (the web page test), for --cluster / --storage postgresql:// and their tests (CI installs them)
 $(BIN)/.archlore-team: $(BIN)/.archlore-base
-	$(BIN)/pip install -q -e '.[ray,postgres,dev]'
+	$(BIN)/pip install -q -e '.[ray,postgres,browser,dev]'
 	touch $@
 
 setup-team: $(BIN)/.archlore-team
