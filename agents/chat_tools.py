@@ -105,7 +105,7 @@ class StartRun(Args):
     budget: int = Field(20, ge=1, le=100000, description="evaluations to spend")
     space: str = Field("nb201", description="nb201, tnb101 or a space file")
     seed: int = Field(0, ge=0)
-    strategy: str = Field("guided-rea", description="search inside the filter: guided-rea, rea or random")
+    strategy: str = Field("guided-rea", description="the search step: guided-rea, rea, random or guided-rank inside the filter; rank alone (no analyst or planner)")
     approve: bool | None = Field(None, description="wait for approval of each filter (default: the session's setting)")
 
 

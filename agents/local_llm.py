@@ -362,10 +362,11 @@ class LocalLLMServer:
         startup_timeout: float = 180.0,
         extra_args: Sequence[str] = (),
     ) -> None:
+        # threads first: a malformed $ARCHLORE_LLM_THREADS is named as such, not as a bad environment
+        self.threads = threads if threads is not None else default_threads()
         self.spec = spec if spec is not None else default_spec()
         self.model_path = Path(model_path) if model_path is not None else None
         self.cache_dir = cache_dir
-        self.threads = threads if threads is not None else default_threads()
         self.n_ctx = n_ctx
         self.host = host
         self._requested_port = port
