@@ -246,7 +246,10 @@ def test_joining_a_running_cluster_by_address(tmp_path: Path):
     short = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
     # the token a team shares (Ray authenticates every client of a cluster it started)
     env = {**os.environ, "ARCHLORE_TEST_TAG": tag, "RAY_TMPDIR": short, "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex}
+           "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex,
+           # a ray:// client's server process starts within Ray's 30 s on an idle machine, but not
+           # always on 2 cores busy with the rest of the suite ("Initialization failure from server")
+           "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "180"}
     gcs, client = free(), free()
     ray_bin = Path(sys.executable).parent / "ray"
     head = subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
