@@ -23,22 +23,15 @@ app = typer.Typer(
     add_completion=False,
 )
 from .cli_bench import bench, experiment_app
+from .cli_chat import chat, sessions, ui
 from .cli_common import console, err
 from .cli_common import fail as _fail
+from .cli_train import export, train
 from .runs_cli import runs
 
-app.command()(bench)
-app.command()(runs)
-from .cli_train import export, train
-
-app.command()(train)
-app.command()(export)
-from .cli_chat import chat, sessions, ui
-
-app.command()(chat)
-app.command()(sessions)
-app.command()(ui)
-app.add_typer(experiment_app, name="experiment")
+# `archlore --help` groups the commands: a search and its results first, then chat, benchmarks
+# and memory (registered at the end of this module, after `run` and `show`)
+SEARCH, CHAT, BENCH = "Search and its results", "Chat", "Benchmarks"
 
 
 def _mount_memory() -> None:
@@ -46,7 +39,8 @@ def _mount_memory() -> None:
         from .cli_memory import memory_app
     except ImportError:  # pragma: no cover - the memory extra is part of the base install
         return
-    app.add_typer(memory_app, name="memory", help="Query and manage the principle memory (list, show, query, export, import, forget, migrate).")
+    app.add_typer(memory_app, name="memory", rich_help_panel="Memory",
+                  help="Query and manage the principle memory (list, show, query, export, import, forget, migrate).")
 
 
 class _Progress:
@@ -78,7 +72,7 @@ class _Progress:
         self.live.update(self._render())
 
 
-@app.command()
+@app.command(rich_help_panel=SEARCH)
 def run(
     space: Annotated[Optional[str], typer.Option(help="nb201, tnb101, or a .yaml/.json space file  [default: nb201]")] = None,
     target: Annotated[Optional[str], typer.Option(help="target task (dataset or table column), e.g. cifar100 or digits  [default: cifar100; a one-task --table: its task]")] = None,
@@ -272,7 +266,7 @@ def _print_summary(rec: dict) -> None:
                       highlight=False)
 
 
-@app.command()
+@app.command(rich_help_panel=SEARCH)
 def show(
     run: Annotated[str, typer.Argument(help="a run id (under --runs-dir) or a record JSON file")],
     runs_dir: Annotated[Optional[Path], typer.Option(help="where runs live (default $ARCHLORE_RUNS, else ./runs)")] = None,
@@ -519,6 +513,13 @@ def _print_memory(rec: dict) -> None:
     if kept:
         console.print(f"memory: stored {len(kept)} principles for {rec['target']}; from data: "
                       f"{', '.join(rec.get('remembered_data_tasks') or ['-'])}", highlight=False, soft_wrap=True)
+
+
+for _name, _command, _panel in (("runs", runs, SEARCH), ("train", train, SEARCH), ("export", export, SEARCH),
+                                 ("chat", chat, CHAT), ("sessions", sessions, CHAT), ("ui", ui, CHAT),
+                                 ("bench", bench, BENCH)):
+    app.command(_name, rich_help_panel=_panel)(_command)
+app.add_typer(experiment_app, name="experiment", rich_help_panel=BENCH)
 
 
 def main() -> None:  # pragma: no cover - console entry
