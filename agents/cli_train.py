@@ -258,10 +258,14 @@ def _user_module_file(builder: str) -> Path | None:
 
 def export_model(rec: dict, final_dir: Path, out: Path, *, recipe: str | None, dataset: str | None,
                  data_root: str | None, device: str | None, progress: Any = None) -> dict:
-    """Write the run's best architecture, its recipe, trained weights and a README to `out`."""
+    """Write the run's best architecture, its recipe, trained weights and a README to `out`.
+
+    `out` must be new, empty, or an earlier export: files of the user's own are never overwritten
+    (checked before anything is trained or written)."""
     import torch
     import yaml
 
+    earlier_export = _check_export_folder(out)
     settings = _settings(rec, dataset, data_root)
     pick = best_archs(rec, 1)[0]
     found = None if (recipe is not None or dataset is not None) else _weights_from_final(final_dir, pick["arch"])
@@ -295,24 +299,50 @@ def export_model(rec: dict, final_dir: Path, out: Path, *, recipe: str | None, d
     arch = space.from_string(pick["arch"])
     if builder == "auto":
         builder = default_builder(space)
+    module_file = _user_module_file(builder) if ":" in builder else None
+    if module_file is not None and (out / module_file.name).exists() and not earlier_export \
+            and not (out / module_file.name).samefile(module_file):
+        raise ConfigError(f"--out {out} already holds {module_file.name}, which archlore export did not write: "
+                          "give a new or empty folder (nothing was written)")
     out.mkdir(parents=True, exist_ok=True)
     notation = space.to_string(arch)
     (out / "architecture.txt").write_text(notation + "\n")
     info = {
         "run_id": rec.get("run_id"), "space": space.name, "arch": notation, "choices": space.describe(arch),
         "builder": builder, "options": options, "input_shape": data["shape"], "num_classes": data["num_classes"],
-        "data": data, "recipe_hash": recipe_obj.hash(), **metrics,
+        "data": data, "recipe_hash": recipe_obj.hash(), **metrics, "archlore_export": 1,
     }
     (out / "model.json").write_text(json.dumps(info, indent=2, default=str))
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe_obj.model_dump(mode="json"), sort_keys=False))
     torch.save(state, out / "weights.pt")
     copied = ""
-    module_file = _user_module_file(builder) if ":" in builder else None
     if module_file is not None:
-        shutil.copy2(module_file, out / module_file.name)
+        if not (out / module_file.name).exists() or not (out / module_file.name).samefile(module_file):
+            shutil.copy2(module_file, out / module_file.name)
         copied = f"\nThe builder's module `{module_file.name}` is copied here, so the snippet finds it when run from this folder.\n"
     (out / "README.md").write_text(_readme(info, out, copied))
     return info
+
+
+EXPORT_FILES = ("architecture.txt", "model.json", "recipe.yaml", "weights.pt", "README.md")
+
+
+def _check_export_folder(out: Path) -> bool:
+    """Whether `out` holds an earlier export; a ConfigError when it holds files export would
+    overwrite that an export did not write (a user's README.md, say)."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: give a folder")
+    try:
+        earlier = json.loads((out / "model.json").read_text()).get("archlore_export") == 1
+    except (OSError, ValueError, AttributeError):
+        earlier = False
+    clashing = [n for n in EXPORT_FILES if (out / n).exists()]
+    if clashing and not earlier:
+        raise ConfigError(f"--out {out} already holds {', '.join(clashing)}, which archlore export did not write: "
+                          "give a new or empty folder (nothing was written)")
+    return earlier
 
 
 def _readme(info: dict, out: Path, copied: str) -> str:

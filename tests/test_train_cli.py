@@ -194,6 +194,14 @@ def test_train_best_then_export(user: tuple[Path, str], tmp_path_factory: pytest
     assert load_recipe(exp / "recipe.yaml").hash() == final["recipe"]["hash"]
     # the README's loader works from anywhere, with the user's builder copied beside the weights
     assert run_snippet(exp / "README.md", tmp_path_factory.mktemp("elsewhere")) == "(4, 3)"
+    # an earlier export is rewritten; a folder with the user's own README.md is never touched
+    ok("export", "t", "--runs-dir", "runs", "--best", "--out", "model")
+    mine = root / "project"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes\n")
+    res = invoke("export", "t", "--runs-dir", "runs", "--best", "--out", "project")
+    assert res.exit_code == 2 and "already holds README.md" in res.output
+    assert [p.name for p in mine.iterdir()] == ["README.md"] and (mine / "README.md").read_text() == "my notes\n"
 
 
 def test_export_darts_in_its_own_notation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
