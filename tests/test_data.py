@@ -66,6 +66,29 @@ def test_cifar100_pickles(tmp_path: Path) -> None:
     _check(ds, (27, 3, 6), (3, 32, 32), 100)
 
 
+def test_a_download_is_checked_then_unpacked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real download path, served from a local file: the archive's MD5 is checked before it
+    is unpacked, and a mismatch leaves nothing unpacked."""
+    import hashlib
+    import tarfile
+
+    rng = np.random.default_rng(2)
+    made = tmp_path / "made"
+    _pickle(made / "cifar-100-python" / "train", {"data": _images(rng, 30, 32), "fine_labels": [j % 100 for j in range(30)]})
+    _pickle(made / "cifar-100-python" / "test", {"data": _images(rng, 6, 32), "fine_labels": [7] * 6})
+    archive = tmp_path / "cifar-100-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(made / "cifar-100-python", arcname="cifar-100-python")
+    monkeypatch.setitem(D.URLS, "cifar100", archive.as_uri())
+    monkeypatch.setitem(D.MD5, "cifar100", "0" * 32)
+    bad = tmp_path / "bad"
+    with pytest.raises(DataError, match="MD5"):
+        load_dataset("cifar100", root=bad)
+    assert not (bad / "cifar-100-python").exists() and not list(bad.glob("*.part"))
+    monkeypatch.setitem(D.MD5, "cifar100", hashlib.md5(archive.read_bytes()).hexdigest())
+    _check(load_dataset("cifar100", root=tmp_path / "good"), (27, 3, 6), (3, 32, 32), 100)
+
+
 def test_missing_cifar_without_network_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(D.URLS, "cifar10", "http://127.0.0.1:9/cifar-10-python.tar.gz")  # nothing listens there
     root = tmp_path / "nowhere"

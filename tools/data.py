@@ -63,6 +63,9 @@ URLS: dict[str, str] = {
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
 }
+#: The archives' published MD5 sums (torchvision checks the same): a corrupt or substituted
+#: download is refused before it is unpacked.
+MD5 = {"cifar10": "c58f30108f718f92721af3b95e74349a", "cifar100": "eb9058c3a382ffc7106e4002c42a8d85"}
 CIFAR_FILES = {
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
     "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels"),
@@ -224,6 +227,10 @@ def _download(name: str, root: Path, expected: str) -> None:
     try:
         tmp = archive.with_suffix(".part")
         urllib.request.urlretrieve(url, tmp)
+        digest = hashlib.md5(tmp.read_bytes(), usedforsecurity=False).hexdigest()
+        if digest != MD5[name]:
+            tmp.unlink()
+            raise ValueError(f"the archive's MD5 is {digest}, not the published {MD5[name]}")
         tmp.replace(archive)
         with tarfile.open(archive) as tar:
             try:
