@@ -52,8 +52,14 @@ def open_checkpointer(store: RunStore, run_id: str, stack: ExitStack) -> tuple[A
     conn = psycopg.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
     stack.callback(conn.close)
     saver = PostgresSaver(conn)
-    # two runs starting at once would both run LangGraph's migrations: one at a time
-    conn.execute("SELECT pg_advisory_lock(7254106)")
+    # two runs starting at once would both run LangGraph's migrations: one at a time. Polled, not
+    # a blocking pg_advisory_lock: a migration's CREATE INDEX CONCURRENTLY waits for every open
+    # transaction, a blocked lock call included, and Postgres then reports a deadlock
+    deadline = time.monotonic() + 300
+    while not conn.execute("SELECT pg_try_advisory_lock(7254106) AS ok").fetchone()["ok"]:
+        if time.monotonic() > deadline:
+            raise ArchloreError("another process has been setting up the checkpoint tables for 5 minutes: try again")
+        time.sleep(0.2)
     try:
         saver.setup()
     finally:

@@ -26,10 +26,12 @@ dependency (``pip install 'archlore[ray]'``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -91,10 +93,21 @@ def connect(cluster: str = "local", *, num_cpus: int | None = None, num_gpus: in
         address = None
     else:
         address = cluster
-    try:
-        ray.init(address=address, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ArchloreError(f"cannot start or join the Ray cluster {cluster!r}: {str(exc).splitlines()[0][:200]}") from None
+    # a ray:// client's first connect can fail while the head starts its per-client server process
+    # ("Initialization failure from server", seen on a busy 2-core machine): try it three times
+    attempts = 3 if address and address.startswith("ray://") else 1
+    for attempt in range(attempts):
+        try:
+            ray.init(address=address, **kwargs)
+            break
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            if attempt + 1 < attempts and "Initialization failure" in str(exc):
+                log.warning("joining %s failed (%s); trying again", cluster, str(exc).splitlines()[0][:200])
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                time.sleep(2.0 * (attempt + 1))
+                continue
+            raise ArchloreError(f"cannot start or join the Ray cluster {cluster!r}: {str(exc).splitlines()[0][:200]}") from None
     log.info("Ray cluster %s: %s", cluster, ray.cluster_resources())
 
 
