@@ -17,7 +17,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from archlore.memory.record import Principle
@@ -28,7 +28,7 @@ from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field, create_model
 
-from . import prompts
+from . import choosing, prompts
 from .context import RunContext
 from .llm import Usage, repair_messages
 from .principles import (
@@ -442,6 +442,10 @@ def llm_analysis(
     llm = ctx.llm_for("analyst")
     usage = Usage()
     events: list[dict] = list(fallback.events)
+    if llm.prompt == "choose":
+        chosen = choose_analysis(ctx, llm, mode, fallback, ev, usage, events, tuning=tuning)
+        if chosen is not None:
+            return chosen
     tools = {t.name: t for t in _tools(ctx, ev, recalled)}
     try:
         while True:  # once per backend of the analyst's chain that answers invalid output after a repair
@@ -500,6 +504,47 @@ def llm_analysis(
     filled = fresh + carried
     by = llm.name + ("+statistics" if filled else "")
     return AnalysisResult(kept + filled, rejected, events, usage, by=by, evidence_source=ev.label, fresh=n_model + len(fresh))
+
+
+def choose_analysis(
+    ctx: RunContext, llm: Any, mode: Mode, fallback: AnalysisResult, ev: Evidence, usage: Usage,
+    events: list[dict], *, tuning: Tuning = TUNING,
+) -> AnalysisResult | None:
+    """The analyst in "choose" mode (agents/choosing.py): the model keeps some of the round's
+    candidate principles, by number. None when the chain fell to a backend that writes instead."""
+    shown, unshown = choosing.analyst_candidates(fallback.principles, fallback.fresh, ev, tuning=tuning)
+    n, most = len(shown), min(len(shown), choosing.MAX_KEPT)
+    least = min(n, choosing.MIN_KEPT)
+    if n == 0:
+        return fallback  # nothing to choose from: the statistics' answer
+    schema = choosing.numbers_model("AnalystChoice", n, most, "The principles to keep, by number.", least)
+    try:
+        while llm.active and llm.prompt == "choose":
+            system, user = choosing.analyst_prompt(mode, shown, ev, ctx.settings.source, ctx.settings.target, llm.kind)
+            messages: list = [SystemMessage(system), HumanMessage(user)]
+            picked, error = choosing.ask(
+                llm, schema, messages, usage, lambda v: choosing.read_numbers(v.choose, n, most, least),
+                "AnalystChoice", events, "analyze",
+            )
+            if picked is not None:
+                principles, fresh = choosing.assemble(mode, shown, picked, unshown, fallback.principles[fallback.fresh:], ev)
+                events.append({
+                    "event": "chosen", "node": "analyze", "shown": n, "kept": [i + 1 for i in picked],
+                    "dropped": [f"{shown[i].principle.direction} {shown[i].principle.choice} at {shown[i].principle.position}"
+                                for i in range(n) if i not in picked],
+                    "alternatives_taken": sum(shown[i].kind == "alternative" for i in picked), "not_shown": len(unshown),
+                })
+                return AnalysisResult(principles, [], events, usage, by=f"{llm.name} (chose {len(picked)} of {n})",
+                                      evidence_source=ev.label, fresh=fresh)
+            if not llm.fall(f"invalid output after a repair ({error})"[:400], node="analyze"):
+                break
+    except Exception as exc:  # noqa: BLE001 - a run never dies because of the LLM
+        log.warning("analyst LLM failed: %s", exc)
+        events.append({"event": "llm_error", "node": "analyze", "error": f"{type(exc).__name__}: {exc}"[:400]})
+    if llm.active:  # the chain's next backend writes its principles
+        return None
+    fallback.events, fallback.usage = events + [{"event": "fallback", "node": "analyze"}], usage
+    return fallback
 
 
 def analyze(

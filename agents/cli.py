@@ -111,7 +111,7 @@ def run(
     tool_rounds: Annotated[Optional[int], typer.Option(help="analyst tool-calling rounds for evidence (default 1; 0 with --llm local, whose prompt carries the evidence pre-ranked)")] = None,
     llm_timeout: Annotated[Optional[float], typer.Option(help="seconds per LLM call (default 120; 600 with --llm local)")] = None,
     llm_retries: Annotated[Optional[int], typer.Option(help="retries on timeouts, connection errors, 429 and 5xx (default 4; 1 with --llm local)")] = None,
-    llm_config: Annotated[Optional[Path], typer.Option(help="a YAML/JSON file: per role a backend chain and timeout, retries, temperature, max_tokens (wins over --llm for the roles it names)")] = None,
+    llm_config: Annotated[Optional[Path], typer.Option(help="a YAML/JSON file: per role a backend chain and timeout, retries, temperature, max_tokens, prompt: write|choose (wins over --llm for the roles it names)")] = None,
     max_cost: Annotated[Optional[list[str]], typer.Option("--max", help="a cost limit NAME=VALUE (K/M/G suffixes), repeatable: --max params=1.0M --max flops=50M; cells over it are never evaluated")] = None,
     objective: Annotated[Optional[str], typer.Option(help="Pareto mode: the target then costs or metrics to trade off, e.g. accuracy,flops (the run returns the front)")] = None,
     recall_same_task: Annotated[Optional[bool], typer.Option("--recall-same-task/--no-recall-same-task", help="recall principles learned from earlier runs on this same task  [default: on; benchmarks: off]")] = None,

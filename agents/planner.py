@@ -19,7 +19,7 @@ from archlore.tools.spaces import SearchSpace, SpaceFilter
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from . import prompts
+from . import choosing, prompts
 from .context import RunContext
 from .llm import Usage, repair_messages
 from .principles import principle_weights, render_options, render_principles
@@ -132,6 +132,33 @@ def evidence_conflicts(
     return out
 
 
+def choose_plan(
+    ctx: RunContext, llm, principles: list[Principle], evidence: Evidence | None, ranking: list[list[int]],
+    weights: list[list[float]], has_stats: list[bool], min_size: int, usage: Usage, events: list[dict],
+) -> tuple[SpaceFilter, str, str | None]:
+    """The planner in "choose" mode (agents/choosing.py): one of a few ranked filters, by number.
+    Returns the filter, how it was chosen ("llm", "repaired" or "fallback") and the last error."""
+    from .analyst import evidence_cells
+
+    space, k = ctx.space, ctx.settings.max_choices
+    options = choosing.filter_options(space, ranking, k, min(min_size, space.size()), widen, ranked_filter, weights, has_stats)
+    cells = evidence_cells(ctx, evidence) if evidence is not None else []
+    system, user = choosing.planner_prompt(principles, options, space, cells, evidence.n_top if evidence else 0,
+                                           evidence.label if evidence else "", llm.kind)
+    n = len(options)
+    schema = choosing.number_model("FilterChoice", n, "The refined search space to search next.")
+    messages: list = [SystemMessage(system), HumanMessage(user)]
+    before = len(events)
+    picked, error = choosing.ask(llm, schema, messages, usage, lambda v: choosing.read_numbers(v.option, n, 1),
+                                 "FilterChoice", events, "plan")
+    if picked is None:
+        return options[0][1], "fallback", error
+    width, flt = options[picked[0]]
+    events.append({"event": "chosen", "node": "plan", "option": picked[0] + 1, "of": n, "width": width,
+                   "size": flt.size(), "changed": picked[0] != 0})
+    return flt, ("llm" if len(events) == before + 1 else "repaired"), None
+
+
 def plan(
     ctx: RunContext, principles: list[Principle], evidence: Evidence | None, min_size: int, *,
     tuning: Tuning = TUNING,
@@ -148,7 +175,22 @@ def plan(
     usage = Usage()
     flt = fallback
     llm = ctx.llm_for("planner")
-    while llm is not None:  # once per backend of the planner's chain that answers invalid output after a repair
+    while llm is not None and llm.prompt == "choose":  # a model that picks one of a few ranked filters
+        how = "fallback"
+        try:
+            flt, how, error = choose_plan(ctx, llm, principles, evidence, ranking, weights, has_stats, min_size, usage, events)
+        except Exception as exc:  # noqa: BLE001 - a run never dies because of the LLM
+            log.warning("planner LLM failed: %s", exc)
+            events.append({"event": "llm_error", "node": "plan", "error": f"{type(exc).__name__}: {exc}"[:400]})
+            events.append({"event": "fallback", "node": "plan"})
+            flt, llm = fallback, None
+            break
+        if how != "fallback":
+            break
+        flt = fallback
+        if not llm.fall(f"invalid output after a repair ({error})"[:400], node="plan"):
+            llm = None
+    while llm is not None and how not in ("llm", "repaired"):  # once per backend of the planner's chain that answers invalid output after a repair
         min_llm = min(min_size, space.size())
         messages: list = [
             SystemMessage(prompts.PLANNER_SYSTEM.format(k=k, min_size=min_llm)),

@@ -87,3 +87,29 @@ Candidates (unseen), ranked best first by a simple per-choice average of the pas
 Which candidate should be evaluated next?"""
 
 RANKER_NO_HISTORY = "(none yet)"
+
+# "choose" prompts (`prompt: choose`, the local model's default): code states and ranks the
+# options from the data, the model names the ones it takes; short prompts, answers of a few tokens
+ANALYST_CHOOSE_SYSTEM = """You select design principles for a neural architecture search. Each \
+candidate was computed from data: a choice at a position to prefer or avoid, with its share among \
+the best cells (top) and among all cells (all). Keep those that should carry over to the target, \
+most important first; leave out weak or doubtful ones. Answer {answer}."""
+
+ANALYST_CHOOSE_USER = """{situation}
+{candidates}
+Which should guide the search on {target}?"""
+
+ANALYST_CHOOSE_SITUATION = {
+    "initial": "Source {source}, target {target} (no results yet); shares over the source's top-{n_top} of {n_cells} cells:",
+    "update": "Target {target} improved; shares over its top-{n_top} of {n_cells} evaluated cells:",
+    "branch": "Target {target} stalled; shares over its {n_cells} evaluated cells (choose a new direction):",
+}
+
+PLANNER_CHOOSE_SYSTEM = """You choose the refined space of a neural architecture search: each \
+option keeps the best-ranked choices per position; a narrow one searches fewer architectures more \
+deeply, a wide one risks less. Answer {answer}."""
+
+PLANNER_CHOOSE_USER = """Principles:
+{principles}
+Options ({coverage}):
+{options}"""

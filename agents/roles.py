@@ -3,9 +3,10 @@
 `--llm` names one backend chain for every role (`local`, `openai:gpt-4o-mini>local>none`) or one
 per role: `analyst=openai:gpt-4o-mini>local>none,planner=local,default=none` (roles not named take
 `default`, itself `none` unless given). `--llm-config FILE.yaml` says the same with per-role
-settings (timeout, retries, temperature, max_tokens); its entries win over `--llm` for the roles
+settings (timeout, retries, temperature, max_tokens, prompt); its entries win over `--llm` for the roles
 they name. Settings default by backend kind: a local model gets a long timeout and one retry, a
-hosted API a short timeout and four retries.
+hosted API a short timeout and four retries; a local model is asked to choose among options code ranked
+(`prompt: choose`), a hosted one to write (`prompt: write`).
 
 At run time `RoleLLMs` holds one `RoleLLM` per role. A `RoleLLM` quacks like `agents.llm.LLM`
 (`invoke`, `structured`, `name`) over its chain: when a backend is unreachable, rate-limited past
@@ -26,7 +27,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from archlore.tools.errors import ArchloreError, ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,6 +37,7 @@ from .llm import (
     LLMSettings,
     LLMSpec,
     Usage,
+    json_format,
     make_openai,
     parse_llm,
     parse_structured,
@@ -51,7 +53,7 @@ DEFAULT = "default"
 # per backend kind: a 1.5B model on one busy CPU thread needs minutes for a long prompt and a stuck
 # local server rarely recovers by waiting (one retry); hosted APIs answer fast and throttle (four)
 KIND_DEFAULTS = {
-    "local": LLMSettings(timeout=600.0, retries=1),
+    "local": LLMSettings(timeout=600.0, retries=1, prompt="choose"),
     "openai": LLMSettings(timeout=120.0, retries=4),
     "none": LLMSettings(),
 }
@@ -74,6 +76,7 @@ class RoleOptions(BaseModel):
     retries: int | None = Field(default=None, ge=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
+    prompt: Literal["write", "choose"] | None = None  # unset: the backend kind's (local: choose)
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def check_config(raw: Any, where: str = "--llm-config") -> dict[str, dict]:
         if isinstance(value, str):
             value = {"backend": value}
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {role} must be a backend chain or a mapping of backend, timeout, retries, temperature, max_tokens")
+            raise ConfigError(f"{where}: {role} must be a backend chain or a mapping of backend, timeout, retries, temperature, max_tokens, prompt")
         try:
             opts = RoleOptions.model_validate(value)
         except ValidationError as exc:
@@ -228,8 +231,12 @@ def add_usage(dst: Usage, src: Usage) -> None:
 class Backend:
     """One backend's client, made on first use (a fallback-only local server starts only if needed)."""
 
-    def __init__(self, label: str, kind: str, make: Callable[[], LLM] | None = None, llm: LLM | None = None) -> None:
+    def __init__(
+        self, label: str, kind: str, make: Callable[[], LLM] | None = None, llm: LLM | None = None,
+        settings: LLMSettings | None = None,
+    ) -> None:
         self.label, self.kind, self._make, self._llm = label, kind, make, llm
+        self.settings = settings if settings is not None else (llm.settings if llm is not None else LLMSettings())
 
     def client(self) -> LLM:
         if self._llm is None:
@@ -282,6 +289,11 @@ class RoleLLM:
     def active(self) -> bool:
         return self.current.kind != "none"
 
+    @property
+    def prompt(self) -> str:
+        """How the current backend is asked: "write" or "choose" (`LLMSettings.prompt`)."""
+        return self.current.settings.prompt
+
     def fall(self, reason: str, *, node: str = "") -> bool:
         """Leave the current backend for the rest of the round; True if another LLM backend follows."""
         old = self.current
@@ -290,16 +302,22 @@ class RoleLLM:
         log.warning("role %s: %s -> %s (%s)", self.role, old.label, self.current.label, reason)
         return self.active
 
-    def invoke(self, messages: Sequence[Any], usage: Usage, *, tools: Sequence[Any] = (), tool_choice: str | None = None) -> Any:
+    def invoke(
+        self, messages: Sequence[Any], usage: Usage, *, tools: Sequence[Any] = (), tool_choice: str | None = None,
+        response_format: Callable[[str], dict | None] | None = None,
+    ) -> Any:
         """One call on the current backend; a backend that fails after its retries hands the same
-        call to the next one. Raises RoleDown when no LLM backend is left this round."""
+        call to the next one. Raises RoleDown when no LLM backend is left this round.
+        `response_format(kind)` gives the JSON format to ask the backend of that kind for (or None)."""
         while True:
             backend = self.current
             if backend.kind == "none":
                 raise RoleDown(f"role {self.role} has no LLM backend left this round")
             own = Usage()
             try:
-                return backend.client().invoke(messages, own, tools=tools, tool_choice=tool_choice)
+                fmt = response_format(backend.kind) if response_format is not None else None
+                kw = {"response_format": fmt} if fmt is not None else {"tools": tools, "tool_choice": tool_choice}
+                return backend.client().invoke(messages, own, **kw)
             except Exception as exc:  # noqa: BLE001 - one provider down never ends a run
                 reason = _why(exc)
             finally:
@@ -309,6 +327,14 @@ class RoleLLM:
 
     def structured(self, schema: type[T], messages: Sequence[Any], usage: Usage) -> Any:
         msg = self.invoke(messages, usage, tools=[schema], tool_choice=schema.__name__)
+        return parse_structured(schema, msg)
+
+    def choose(self, schema: type[T], messages: Sequence[Any], usage: Usage) -> Any:
+        """A short structured answer ("choose" prompts): a local llama.cpp backend is asked for
+        grammar-constrained JSON (no function definition in the prompt), any other by function
+        calling, as `structured`."""
+        msg = self.invoke(messages, usage, tools=[schema], tool_choice=schema.__name__,
+                          response_format=lambda kind: json_format(schema) if kind == "local" else None)
         return parse_structured(schema, msg)
 
 
@@ -411,7 +437,7 @@ def build(plans: dict[str, RolePlan], stack: ExitStack) -> RoleLLMs | None:
             key = (link.label, link.settings)
             if link.kind == "none" or key in backends:
                 continue
-            backends[key] = b = Backend(link.label, link.kind, maker(link))
+            backends[key] = b = Backend(link.label, link.kind, maker(link), settings=link.settings)
             if i == 0:
                 # the head of a chain: a missing key or local extra fails the run now, not mid-run,
                 # unless the chain has a fallback (then the first call falls over, and says why)
