@@ -32,7 +32,25 @@ def summarize(record: dict) -> dict:
         "changed_share_of_calls": round(mean(bool(e.get("changed")) for e in calls), 3) if calls else None,
         "how": hows,
         "llm_per_node": {k: {x: v.get(x) for x in ("calls", "input_tokens", "output_tokens", "seconds")} for k, v in per_node.items()},
+        "choose": choose_summary(record),
     }
+
+
+def choose_summary(record: dict) -> dict:
+    """The analyst's and the planner's "choose" answers (agents/choosing.py) and how many of them
+    changed a decision against `--llm none`: an analyst answer that dropped a shown principle or
+    took a runner-up the statistics did not state, a planner answer other than option 1 (the
+    statistics' own filter)."""
+    out = {}
+    for node in ("analyze", "plan"):
+        answers = [e for e in record.get("events", []) if e.get("event") == "chosen" and e.get("node") == node]
+        if node == "analyze":
+            changed = [bool(e.get("dropped")) or bool(e.get("alternatives_taken")) for e in answers]
+        else:
+            changed = [bool(e.get("changed")) for e in answers]
+        if answers:
+            out[node] = {"answers": len(answers), "changed": sum(changed)}
+    return out
 
 
 def protocol_scores(record: dict) -> dict:
