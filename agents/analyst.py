@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from archlore.memory.record import Principle
 from archlore.tools.errors import SpaceError
-from archlore.tools.evidence import ChoiceStat, Evidence, choice_stats, filter_stats
+from archlore.tools.evidence import ChoiceStat, Evidence, choice_stats, filter_stats, rank_choices
 from archlore.tools.spaces import Arch, SearchSpace, SpaceFilter
 from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import StructuredTool
@@ -506,6 +506,15 @@ def llm_analysis(
     return AnalysisResult(kept + filled, rejected, events, usage, by=by, evidence_source=ev.label, fresh=n_model + len(fresh))
 
 
+def _top_filter(ctx: RunContext, principles: list[Principle], ev: Evidence) -> SpaceFilter:
+    """The planner's statistical filter for these principles on this evidence."""
+    from .planner import ranked_filter
+
+    weights = principle_weights(ctx.space, principles)
+    ranking = rank_choices(ctx.space, ev.stats, weights)
+    return ranked_filter(ranking, ctx.settings.max_choices, weights, [bool(c) for c in ev.stats])
+
+
 def choose_analysis(
     ctx: RunContext, llm: Any, mode: Mode, fallback: AnalysisResult, ev: Evidence, usage: Usage,
     events: list[dict], *, tuning: Tuning = TUNING,
@@ -533,6 +542,8 @@ def choose_analysis(
                     "dropped": [f"{shown[i].principle.direction} {shown[i].principle.choice} at {shown[i].principle.position}"
                                 for i in range(n) if i not in picked],
                     "alternatives_taken": sum(shown[i].kind == "alternative" for i in picked), "not_shown": len(unshown),
+                    # would the statistics' filter of this round differ? (what `--llm none` searches)
+                    "filter_changed": _top_filter(ctx, principles, ev) != _top_filter(ctx, fallback.principles, ev),
                 })
                 return AnalysisResult(principles, [], events, usage, by=f"{llm.name} (chose {len(picked)} of {n})",
                                       evidence_source=ev.label, fresh=fresh)

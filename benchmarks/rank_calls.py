@@ -50,6 +50,9 @@ def choose_summary(record: dict) -> dict:
             changed = [bool(e.get("changed")) for e in answers]
         if answers:
             out[node] = {"answers": len(answers), "changed": sum(changed)}
+            if node == "analyze" and all("filter_changed" in e for e in answers):
+                # the analyst's answer changed the round's statistical filter (what --llm none searches)
+                out[node]["filter_changed"] = sum(bool(e["filter_changed"]) for e in answers)
     return out
 
 

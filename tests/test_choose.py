@@ -100,6 +100,7 @@ def test_a_local_model_chooses_by_number_and_the_run_takes_its_choice(tmp_path, 
     assert first_round["by"].startswith("local (chose 3 of ")
     chosen = [e for e in record["events"] if e["event"] == "chosen" and e["node"] == "analyze"]
     assert chosen and chosen[0]["kept"] == [3, 1, 2] and len(chosen[0]["dropped"]) == len(lines) - 3
+    assert all(isinstance(e["filter_changed"], bool) for e in chosen)
     # the planner's option 2 is the top-1 filter (widened): narrower than the statistics' top-2
     plans = [e for e in record["events"] if e["event"] == "chosen" and e["node"] == "plan"]
     assert plans and all(e["option"] == 2 and e["width"] == 1 and e["changed"] for e in plans)
