@@ -22,7 +22,13 @@ from typing import Any, Literal
 import numpy as np
 from archlore.memory.record import Principle
 from archlore.tools.errors import SpaceError
-from archlore.tools.evidence import ChoiceStat, Evidence, choice_stats, filter_stats, rank_choices
+from archlore.tools.evidence import (
+    ChoiceStat,
+    Evidence,
+    choice_stats,
+    filter_stats,
+    rank_choices,
+)
 from archlore.tools.spaces import Arch, SearchSpace, SpaceFilter
 from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import StructuredTool

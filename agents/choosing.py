@@ -23,12 +23,16 @@ import numpy as np
 from archlore.memory.record import Principle
 from archlore.tools.evidence import Evidence
 from archlore.tools.spaces import Arch, SearchSpace, SpaceFilter
-from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, create_model
 
 from . import prompts
 from .llm import Usage, repair_messages
-from .principles import effect_statements, generated_text, restate_partial, share_statements
+from .principles import (
+    effect_statements,
+    generated_text,
+    restate_partial,
+    share_statements,
+)
 from .tuning import TUNING, Tuning
 
 log = logging.getLogger(__name__)

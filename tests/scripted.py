@@ -133,3 +133,26 @@ class FakeOpenAI:
         self.server.server_close()
         if exc_type is None and self.failures:
             raise AssertionError("the fake server's checks failed:\n" + "\n".join(self.failures))
+
+
+class ByFunction(list):
+    """A FakeOpenAI script answering by the schema a request asks for: the function it forces
+    (`tool_choice`) or the title of its `response_format` schema (JSON mode); None for neither.
+    An answer is `(status, body)` or a function of the request that returns one."""
+
+    def __init__(self, server: FakeOpenAI, answers: dict[str | None, Any]) -> None:
+        super().__init__()
+        self.server, self.answers, self.asked = server, answers, []
+
+    def __bool__(self) -> bool:
+        return True
+
+    def pop(self, index: int = 0) -> tuple:
+        request = self.server.requests[-1]
+        fmt = request.get("response_format") or {}
+        choice = request.get("tool_choice")
+        name = (fmt.get("schema") or {}).get("title") or (
+            (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None)
+        self.asked.append(name)
+        answer = self.answers[name]
+        return answer(request) if callable(answer) else answer

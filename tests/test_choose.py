@@ -15,7 +15,7 @@ from archlore.agents.runner import run_persistent
 from archlore.tools.ledger import Ledger
 
 from .conftest import DATA, needs_data
-from .scripted import FakeOpenAI, completion, message_text
+from .scripted import ByFunction, FakeOpenAI, completion, message_text
 
 
 class _StandIn:
@@ -29,26 +29,6 @@ class _StandIn:
 
     def __exit__(self, *exc):
         return None
-
-
-class Answers(list):
-    """A FakeOpenAI script answering by the schema a request asks for: `response_format`'s title
-    (JSON mode) or the forced function's name."""
-
-    def __init__(self, server: FakeOpenAI, answers: dict[str, Any]) -> None:
-        super().__init__()
-        self.server, self.answers, self.asked = server, answers, []
-
-    def __bool__(self) -> bool:
-        return True
-
-    def pop(self, index: int = 0) -> tuple:
-        request = self.server.requests[-1]
-        fmt = request.get("response_format") or {}
-        name = (fmt.get("schema") or {}).get("title") or ((request.get("tool_choice") or {}).get("function") or {}).get("name")
-        self.asked.append(name)
-        answer = self.answers[name]
-        return answer(request) if callable(answer) else answer
 
 
 def _json(content: dict | str) -> tuple:
@@ -81,7 +61,7 @@ def test_a_local_model_chooses_by_number_and_the_run_takes_its_choice(tmp_path, 
             seen.append(request)
             return _json({"choose": [3, 1, 2]})
 
-        server.script = Answers(server, {"AnalystChoice": analyst, "FilterChoice": _json({"option": 2})})
+        server.script = ByFunction(server, {"AnalystChoice": analyst, "FilterChoice": _json({"option": 2})})
         record = _run(tmp_path, monkeypatch, server)
     # every request: JSON constrained by a schema, no function definition in the prompt
     assert server.requests and all("tools" not in r and r["response_format"]["type"] == "json_object" for r in server.requests)
@@ -93,7 +73,7 @@ def test_a_local_model_chooses_by_number_and_the_run_takes_its_choice(tmp_path, 
     schema = first["response_format"]["schema"]["properties"]["choose"]
     assert schema["items"]["enum"] == list(range(1, len(lines) + 1)) and schema["minItems"] == choosing.MIN_KEPT
     # round 0: the three chosen candidates lead, in the model's order
-    effect = lambda line: line.split(". ", 1)[1].split(":")[0]  # noqa: E731 - "prefer X at P"
+    effect = lambda line: line.split(". ", 1)[1].split(":")[0]  # "prefer X at P"
     first_round = next(h for h in record["principles_history"] if h["round"] == 0)
     led = [f"{p['direction']} {p['choice']} at {p['position']}" for p in first_round["principles"][:3]]
     assert led == [effect(lines[2]), effect(lines[0]), effect(lines[1])]
@@ -114,7 +94,7 @@ def test_malformed_choices_are_repaired_once_then_the_statistics_answer(tmp_path
     analyst = iter([_json({"choose": [99]}), _json({"choose": [1, 2, 3]})] + [_json("not json at all")] * 20)
     planner = iter([_json({"option": "two"}), _json({"option": 7})] + [_json({"option": 1})] * 20)
     with FakeOpenAI([]) as server:
-        server.script = Answers(server, {"AnalystChoice": lambda r: next(analyst), "FilterChoice": lambda r: next(planner)})
+        server.script = ByFunction(server, {"AnalystChoice": lambda r: next(analyst), "FilterChoice": lambda r: next(planner)})
         record = _run(tmp_path, monkeypatch, server)
     repair = next(r for r in server.requests[1:] if r["response_format"]["schema"]["title"] == "AnalystChoice")
     assert "Your previous answer was rejected: 99 is not a candidate" in message_text(repair, role="user")
@@ -132,7 +112,7 @@ def test_malformed_choices_are_repaired_once_then_the_statistics_answer(tmp_path
 def test_prompt_write_in_the_config_makes_a_local_model_write(tmp_path, monkeypatch):
     good = {n: ["nor_conv_3x3", "nor_conv_1x1"] for n in ["edge1<-0", "edge2<-0", "edge2<-1", "edge3<-0", "edge3<-1", "edge3<-2"]}
     with FakeOpenAI([]) as server:
-        server.script = Answers(server, {"PlannerReply": (200, completion("PlannerReply", json.dumps(good)))})
+        server.script = ByFunction(server, {"PlannerReply": (200, completion("PlannerReply", json.dumps(good)))})
         record = _run(tmp_path, monkeypatch, server, llm="planner=local,default=none",
                       llm_config={"planner": {"prompt": "write"}})
     assert set(server.script.asked) == {"PlannerReply"}
@@ -143,7 +123,7 @@ def test_prompt_write_in_the_config_makes_a_local_model_write(tmp_path, monkeypa
 @needs_data
 def test_a_hosted_model_told_to_choose_is_asked_by_function_calling(tmp_path, monkeypatch):
     with FakeOpenAI([]) as server:
-        server.script = Answers(server, {"FilterChoice": (200, completion("FilterChoice", json.dumps({"option": 1})))})
+        server.script = ByFunction(server, {"FilterChoice": (200, completion("FilterChoice", json.dumps({"option": 1})))})
         monkeypatch.setattr(local_llm, "LocalLLMServer", lambda: _StandIn(server.base_url))
         settings = RunSettings(run_id="ch", target="cifar100", source="cifar10", budget=10, memory="off", data=str(DATA),
                                llm=f"planner=openai:m@{server.base_url},default=none", llm_config={"planner": {"prompt": "choose"}})

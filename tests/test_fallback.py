@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,27 +16,10 @@ from archlore.agents.runner import run_persistent
 from archlore.tools.ledger import Ledger
 
 from .conftest import DATA, needs_data
-from .scripted import FakeOpenAI, completion
+from .scripted import ByFunction, FakeOpenAI, completion
 
 NB201_POSITIONS = ["edge1<-0", "edge2<-0", "edge2<-1", "edge3<-0", "edge3<-1", "edge3<-2"]
 GOOD_FILTER = {**{n: ["nor_conv_3x3", "nor_conv_1x1"] for n in NB201_POSITIONS}, "edge3<-0": ["skip_connect", "nor_conv_3x3"]}
-
-
-class ByFunction(list):
-    """A FakeOpenAI script that answers by the function a request forces (its `tool_choice`)."""
-
-    def __init__(self, server: FakeOpenAI, answers: dict[str | None, Callable[[dict], tuple]]) -> None:
-        super().__init__()
-        self.server, self.answers, self.asked = server, answers, []
-
-    def __bool__(self) -> bool:
-        return True
-
-    def pop(self, index: int = 0) -> tuple:
-        request = self.server.requests[-1]
-        name = (request.get("tool_choice") or {}).get("function", {}).get("name") if isinstance(request.get("tool_choice"), dict) else None
-        self.asked.append(name)
-        return self.answers[name](request)
 
 
 def _servers() -> tuple[FakeOpenAI, FakeOpenAI]:
