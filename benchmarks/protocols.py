@@ -379,6 +379,11 @@ class Protocol:
                 for r in rows
             ]
             out.append(f"{title}:\n\n" + md_table(header, lines))
+        used = [r for r in rows if (r.get("llm_usage") or {}).get("mean")]
+        if used:
+            out.append("LLM use, mean per run (tokens, model seconds; per role where more than one role called a model):\n\n"
+                       + md_table(["strategy", "target", "source", *extra, "role", "calls", "prompt tokens", "answer tokens",
+                                   "seconds", "prompt tokens / evaluation"], _usage_lines(self, used, s["budget"], extra)))
         comps = payload.get("comparisons") or []
         if comps:
             header = ["strategy", "target", "source", "metric", "value", "strongest baseline", "its value",
@@ -404,6 +409,21 @@ class Protocol:
             out.append("Against each baseline on its own (pairs where the paired 95% interval of the "
                        "difference excludes 0):\n\n" + md_table(header, lines))
         return "\n".join(out)
+
+
+def _usage_lines(proto: Protocol, rows: list[dict], budget: int, extra: list[str]) -> list[list[str]]:
+    lines = []
+    for r in rows:
+        u = r["llm_usage"]
+        roles = {k: v for k, v in (u.get("per_role") or {}).items() if v.get("calls")}
+        parts = [("all", u["mean"])] + (sorted(roles.items()) if len(roles) > 1 else [])
+        for role, m in parts:
+            lines.append([
+                r["strategy"], r["target"], _source_cell(proto, r), *(_option_cell(r, c) for c in extra), role,
+                f"{m.get('calls', 0):.1f}", f"{m.get('input_tokens', 0):,.0f}", f"{m.get('output_tokens', 0):,.0f}",
+                f"{m.get('seconds', 0):.1f}", f"{m.get('input_tokens', 0) / budget:.0f}",
+            ])
+    return lines
 
 
 def _source_cell(proto: Protocol, row: dict) -> str:

@@ -141,6 +141,13 @@ def test_benchmark_rows_carry_llm_use_per_role(tmp_path):
     for key in ("calls", "input_tokens", "output_tokens"):
         assert sum(r[key] for r in usage["per_role"].values()) == pytest.approx(usage["mean"][key])
     assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["llm_usage"] == usage
+    # the markdown beside it: one line for the run's total and one per role that called a model
+    md = (tmp_path / "b.md").read_text()
+    table = md.split("LLM use, mean per run", 1)[1].split("\n\n")[1].splitlines()[2:]
+    mean, per_role = usage["mean"], usage["per_role"]
+    assert [line.split(" | ")[4] for line in table] == ["all", "analyst", "planner"]
+    assert f"| {mean['calls']:.1f} | {mean['input_tokens']:,.0f} |" in table[0]
+    assert f"| {per_role['analyst']['calls']:.1f} |" in table[1] and f"| {per_role['planner']['calls']:.1f} |" in table[2]
 
 
 def test_a_models_star_claim_against_a_carried_one_does_not_end_the_run(monkeypatch):
