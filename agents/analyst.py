@@ -530,8 +530,8 @@ def choose_analysis(
     shown, unshown = choosing.analyst_candidates(fallback.principles, fallback.fresh, ev, tuning=tuning)
     n, most = len(shown), min(len(shown), choosing.MAX_KEPT)
     least = min(n, choosing.MIN_KEPT)
-    if n == 0:
-        return fallback  # nothing to choose from: the statistics' answer
+    if n <= choosing.MIN_KEPT:
+        return fallback  # every candidate would have to be kept: the statistics' answer, no call
     schema = choosing.numbers_model("AnalystChoice", n, most, "The principles to keep, by number.", least)
     try:
         while llm.active and llm.prompt == "choose":

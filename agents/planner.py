@@ -146,6 +146,8 @@ def choose_plan(
     system, user = choosing.planner_prompt(principles, options, space, cells, evidence.n_top if evidence else 0,
                                            evidence.label if evidence else "", llm.kind)
     n = len(options)
+    if n == 1:  # nothing to choose: no call
+        return options[0][1], "statistics", None
     schema = choosing.number_model("FilterChoice", n, "The refined search space to search next.")
     messages: list = [SystemMessage(system), HumanMessage(user)]
     before = len(events)
@@ -175,6 +177,7 @@ def plan(
     usage = Usage()
     flt = fallback
     llm = ctx.llm_for("planner")
+    chosen = False  # a "choose" backend answered (or there was nothing to choose)
     while llm is not None and llm.prompt == "choose":  # a model that picks one of a few ranked filters
         how = "fallback"
         try:
@@ -186,11 +189,12 @@ def plan(
             flt, llm = fallback, None
             break
         if how != "fallback":
+            chosen = True
             break
         flt = fallback
         if not llm.fall(f"invalid output after a repair ({error})"[:400], node="plan"):
             llm = None
-    while llm is not None and how not in ("llm", "repaired"):  # once per backend of the planner's chain that answers invalid output after a repair
+    while llm is not None and not chosen:  # once per backend of the planner's chain that answers invalid output after a repair
         min_llm = min(min_size, space.size())
         messages: list = [
             SystemMessage(prompts.PLANNER_SYSTEM.format(k=k, min_size=min_llm)),

@@ -134,6 +134,15 @@ def test_a_hosted_model_told_to_choose_is_asked_by_function_calling(tmp_path, mo
     assert {f["how"] for f in record["filters"]} == {"llm"}
 
 
+@needs_data
+def test_no_call_when_there_is_nothing_to_choose(tmp_path, monkeypatch):
+    with FakeOpenAI([]) as server:
+        server.script = ByFunction(server, {"AnalystChoice": _json({"choose": [1, 2, 3]})})
+        record = _run(tmp_path, monkeypatch, server, max_choices=1)  # one filter: the top-1 choices
+    assert set(server.script.asked) == {"AnalystChoice"}  # the planner was never asked
+    assert {f["how"] for f in record["filters"]} == {"statistics"}
+
+
 def test_read_numbers():
     assert choosing.read_numbers([3, "1", 3, 2], 5, 4) == ([2, 0, 1], "")
     assert choosing.read_numbers([6], 5, 4)[0] is None
