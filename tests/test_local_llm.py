@@ -282,3 +282,26 @@ def test_real_server_returns_structured_output() -> None:
     assert isinstance(plan, Plan)
     assert len(plan.positions) == 6 and len(plan.principles) == 3
     assert all(op in ops for position in plan.positions for op in position.ops)
+
+
+@pytest.mark.local_llm
+@pytest.mark.slow
+def test_real_server_holds_a_json_answer_to_its_schema_without_a_function_definition() -> None:
+    """The "choose" prompts' path: `response_format` with a schema, grammar-constrained JSON."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip(f"llama_cpp is not installed; {INSTALL_HINT}")
+    from archlore.agents.choosing import numbers_model, read_numbers
+    from archlore.agents.llm import LLM, LLMSettings, LLMSpec, Usage, make_openai
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    schema = numbers_model("AnalystChoice", 5, 3, "Choose.", 2)
+    messages = [SystemMessage('Answer with JSON only, e.g. {"choose": [2, 1]}.'),
+                HumanMessage("Candidates:\n1. prefer conv\n2. avoid pool\n3. prefer skip\n4. avoid none\n5. prefer conv1x1\nKeep 2 or 3.")]
+    with LocalLLMServer() as server:
+        llm: LLM = make_openai(LLMSpec("openai", server.model, server.base_url), LLMSettings(timeout=600), api_key="local")
+        usage = Usage()
+        res = llm.json_answer(schema, messages, usage)
+    assert res.value is not None, res.error
+    picked, error = read_numbers(res.value.choose, 5, 3, 2)
+    assert picked is not None, error
+    assert 0 < usage.input_tokens < 200 and usage.output_tokens <= 20  # no function definition in the prompt
