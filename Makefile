@@ -37,7 +37,7 @@ setup-team: $(BIN)/.archlore-team
 
 demo: setup-local
 	$(BIN)/archlore run --space nb201 --executor train --target digits --source $(DEMO_SOURCE) \
-		--llm local --budget 12 --warmup 4 --check-every 4 --seed 0 --data $(DATA) \
+		--llm analyst=local,default=none --budget 12 --warmup 4 --check-every 4 --seed 0 --data $(DATA) \
 		--memory .archlore/memory --runs-dir .archlore/runs --run-id demo-$$(date +%Y%m%d-%H%M%S) \
 		--out .archlore/demo-record.json
 
