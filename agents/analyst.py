@@ -558,8 +558,9 @@ def choose_analysis(
     except Exception as exc:  # noqa: BLE001 - a run never dies because of the LLM
         log.warning("analyst LLM failed: %s", exc)
         events.append({"event": "llm_error", "node": "analyze", "error": f"{type(exc).__name__}: {exc}"[:400]})
-    if llm.active:  # the chain's next backend writes its principles
-        return None
+    else:
+        if llm.active:  # the chain fell to a backend that writes its principles
+            return None
     fallback.events, fallback.usage = events + [{"event": "fallback", "node": "analyze"}], usage
     return fallback
 

@@ -160,3 +160,20 @@ def test_the_config_refuses_an_unknown_prompt_style():
     assert check_config({"planner": {"prompt": "choose"}}) == {"planner": {"prompt": "choose"}}
     with pytest.raises(ConfigError, match="planner.prompt"):
         check_config({"planner": {"prompt": "guess"}})
+
+
+@needs_data
+def test_a_chooser_that_keeps_failing_hands_the_round_to_a_writer_behind_it(tmp_path, monkeypatch):
+    draft = {"principles": [{"text": "Prefer nor_conv_3x3 everywhere.", "position": "*", "choice": "nor_conv_3x3",
+                             "direction": "prefer", "confidence": 0.8}]}
+    with FakeOpenAI([]) as local, FakeOpenAI([]) as hosted:
+        local.script = ByFunction(local, {"AnalystChoice": _json("[[[")})
+        hosted.script = ByFunction(hosted, {"AnalystReply": (200, completion("AnalystReply", json.dumps(draft)))})
+        record = _run(tmp_path, monkeypatch, local, llm=f"analyst=local>openai:m@{hosted.base_url},default=none",
+                      tool_rounds=0)
+    # every round: the local model is asked to choose (answer + repair), then the hosted one writes
+    assert local.script.asked == ["AnalystChoice", "AnalystChoice"] * 3
+    assert set(hosted.script.asked) == {"AnalystReply"} and len(hosted.requests) == 3
+    switches = [(s["role"], s["from"], s["to"]) for s in record["llm_switches"]]
+    assert switches == [("analyst", "local", f"openai:m@{hosted.base_url}")] * 3
+    assert all(h["by"].startswith(f"openai:m@{hosted.base_url}") for h in record["principles_history"])
