@@ -50,6 +50,7 @@ from .principles import (
     resolve_conflicts,
     restate_partial,
     share_statements,
+    stat_text,
 )
 from .tuning import TUNING, Tuning
 
@@ -155,13 +156,6 @@ def evidence_cells(ctx: RunContext, ev: Evidence) -> list[tuple[Arch, float]]:
 
 # ---------------------------------------------------------------------------------------------
 # principles from evidence
-def _stat_text(s: ChoiceStat, label: str, base: str = "of all") -> str:
-    return (
-        f"{label}: {s.top_count} of the top cells use {s.choice} at {s.position} "
-        f"(top share {s.top_share:.0%} vs {s.base_share:.0%} {base}, lift {s.lift:.2f})"
-    )
-
-
 def evidence_principles(ev: Evidence, *, uniform_base: bool = False, tuning: Tuning = TUNING) -> list[Principle]:
     """The statistical analyst: prefer over-represented choices, avoid absent ones.
 
@@ -181,14 +175,14 @@ def evidence_principles(ev: Evidence, *, uniform_base: bool = False, tuning: Tun
                 prefer.append(Principle(
                     text="", position=s.position, choice=s.choice, direction="prefer",
                     confidence=round(float(np.clip(s.top_share, *t.prefer_confidence_clip)), 3),
-                    evidence=_stat_text(s, ev.label, base),
+                    evidence=stat_text(s, ev.label, base),
                 ))
         for s in col:
             if s.base_share >= t.avoid_min_base_share and s.lift <= t.avoid_max_lift:
                 avoid.append(Principle(
                     text="", position=s.position, choice=s.choice, direction="avoid",
                     confidence=round(float(np.clip(1 - s.lift, *t.avoid_confidence_clip)), 3),
-                    evidence=_stat_text(s, ev.label, base),
+                    evidence=stat_text(s, ev.label, base),
                 ))
     prefer.sort(key=lambda p: -p.confidence)
     avoid.sort(key=lambda p: -p.confidence)
@@ -285,7 +279,7 @@ def verify(
         p = Principle(
             text=d.text, position=d.position.strip(), choice=space.positions[positions[0]].choices[cid],
             direction=d.direction, confidence=d.confidence,
-            evidence=_stat_text(s, ev.label)[:400] if s else "",
+            evidence=stat_text(s, ev.label)[:400] if s else "",
         )
         support = lift if d.direction == "prefer" else (1 / lift if lift > 0 else float("inf"))
         rival = next((i for i, (q, _) in enumerate(kept) if not PrincipleSet.compatible(q, p)), None)

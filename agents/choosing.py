@@ -32,6 +32,7 @@ from .principles import (
     generated_text,
     restate_partial,
     share_statements,
+    stat_text,
 )
 from .tuning import TUNING, Tuning
 
@@ -130,8 +131,7 @@ def alternatives(ev: Evidence, taken: list[Principle], limit: int, *, tuning: Tu
                 out.append(Principle(
                     text="", position=s.position, choice=s.choice, direction="prefer",
                     confidence=round(float(np.clip(s.top_share, *tuning.prefer_confidence_clip)), 3),
-                    evidence=f"{ev.label}: {s.top_count} of the top cells use {s.choice} at {s.position} "
-                    f"(top share {s.top_share:.0%} vs {s.base_share:.0%} of all, lift {s.lift:.2f})",
+                    evidence=stat_text(s, ev.label),
                 ))
             break
     out.sort(key=lambda p: -(ev.stat(p.position, p.choice).lift))
@@ -191,20 +191,6 @@ def assemble(mode: str, shown: list[Candidate], chosen: list[int], unshown: list
 
 # ---------------------------------------------------------------------------------------------
 # the planner
-def filter_options(
-    space: SearchSpace, ranking: list[list[int]], k: int, min_size: int, widen, ranked_filter,
-    weights: list[list[float]], has_stats: list[bool],
-) -> list[tuple[int, SpaceFilter]]:
-    """(width, filter) for the top-w choices per position, w = k first (the statistics' own
-    choice), then 1..k-1; each widened to `min_size`; identical filters once."""
-    out: list[tuple[int, SpaceFilter]] = []
-    for w in [k] + [w for w in range(1, k)]:
-        flt = widen(ranked_filter(ranking, w, weights, has_stats), ranking, min_size)
-        if all(flt.allowed != f.allowed for _, f in out):
-            out.append((w, flt))
-    return out
-
-
 def coverage(flt: SpaceFilter, cells: list[tuple[Arch, float]], n_top: int) -> tuple[int, float | None]:
     """How many of the `n_top` best `cells` the filter holds, and the best metric inside it."""
     top = sorted(cells, key=lambda c: -c[1])[:n_top]

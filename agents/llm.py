@@ -127,10 +127,6 @@ class LLM:
     name: str
     settings: LLMSettings = field(default_factory=LLMSettings)
 
-    @property
-    def prompt(self) -> str:
-        return self.settings.prompt
-
     def _price(self) -> tuple[float, float]:
         base = self.name.split(":", 1)[-1].split("@")[0]
         return PRICES.get(base, (0.0, 0.0))
@@ -169,13 +165,6 @@ class LLM:
     def structured(self, schema: type[T], messages: Sequence[Any], usage: Usage) -> StructuredResult:
         """Ask for `schema` by function calling; return the value or a readable error."""
         msg = self.invoke(messages, usage, tools=[schema], tool_choice=schema.__name__)
-        return parse_structured(schema, msg)
-
-    def json_answer(self, schema: type[T], messages: Sequence[Any], usage: Usage) -> StructuredResult:
-        """Ask for `schema` as a JSON answer constrained by llama.cpp's grammar (its
-        `response_format` with a schema): the schema is not written into the prompt, as a function
-        definition is (about 180 prompt tokens for a small one with Qwen's template)."""
-        msg = self.invoke(messages, usage, response_format=json_format(schema))
         return parse_structured(schema, msg)
 
 

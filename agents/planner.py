@@ -132,6 +132,19 @@ def evidence_conflicts(
     return out
 
 
+def filter_options(
+    space: SearchSpace, ranking: list[list[int]], k: int, min_size: int, weights: list[list[float]], has_stats: list[bool],
+) -> list[tuple[int, SpaceFilter]]:
+    """(width, filter) for the top-w choices per position, w = k first (the statistics' own
+    choice), then 1..k-1; each widened to `min_size`; identical filters once."""
+    out: list[tuple[int, SpaceFilter]] = []
+    for w in (k, *range(1, k)):
+        flt = widen(ranked_filter(ranking, w, weights, has_stats), ranking, min_size)
+        if all(flt.allowed != f.allowed for _, f in out):
+            out.append((w, flt))
+    return out
+
+
 def choose_plan(
     ctx: RunContext, llm, principles: list[Principle], evidence: Evidence | None, ranking: list[list[int]],
     weights: list[list[float]], has_stats: list[bool], min_size: int, usage: Usage, events: list[dict],
@@ -141,7 +154,7 @@ def choose_plan(
     from .analyst import evidence_cells
 
     space, k = ctx.space, ctx.settings.max_choices
-    options = choosing.filter_options(space, ranking, k, min(min_size, space.size()), widen, ranked_filter, weights, has_stats)
+    options = filter_options(space, ranking, k, min(min_size, space.size()), weights, has_stats)
     cells = evidence_cells(ctx, evidence) if evidence is not None else []
     system, user = choosing.planner_prompt(principles, options, space, cells, evidence.n_top if evidence else 0,
                                            evidence.label if evidence else "", llm.kind)

@@ -437,3 +437,11 @@ def render_statements(principles: Iterable[Principle | dict[str, Any]], *, limit
         lines.append(f"(+{len(rest)} weaker statement{'s' * (len(rest) > 1)} with {n} effect{'s' * (n > 1)}; "
                      "--json lists every effect)")
     return lines
+
+
+def stat_text(s: ChoiceStat, label: str, base: str = "of all") -> str:
+    """One choice's statistic as a principle's evidence line."""
+    return (
+        f"{label}: {s.top_count} of the top cells use {s.choice} at {s.position} "
+        f"(top share {s.top_share:.0%} vs {s.base_share:.0%} {base}, lift {s.lift:.2f})"
+    )

@@ -4,26 +4,18 @@ Each (target, seed) is one `tools.rank.RankSearch` over the whole space through 
 executor: the pool of unseen candidates is drawn by pruning-based subspace sampling, and the chooser
 is the LLM given by `--llm` (`agents.ranker.LLMChooser`), or with `--llm none` the additive
 surrogate (the non-LLM control). It uses no source task. Inside the agents' filters the same step is
-`--strategy agent --agent-strategy guided-rank`. The chooser's token use per benchmark process is
-kept in `USAGE` (per LLM name) and logged.
+`--strategy agent --agent-strategy guided-rank`. The chooser's token use per run goes into the
+row's `llm_usage` (`rank_usage`).
 """
 
 from __future__ import annotations
 
-import logging
-
-from archlore.agents.llm import Usage
 from archlore.agents.ranker import LLMChooser
 from archlore.tools.rank import RankSearch
 
 from .baselines import search
 from .harness import StrategyRequest, register_strategy
 from .strategies_agent import _llm
-
-log = logging.getLogger(__name__)
-
-USAGE: dict[str, dict] = {}  # llm name -> {"evaluations": n, "calls": [...], "usage": Usage}
-
 
 def rank_strategy(req: StrategyRequest) -> dict:
     spec = str(req.options.get("llm") or "none")
@@ -34,15 +26,6 @@ def rank_strategy(req: StrategyRequest) -> dict:
     search(req, RankSearch(chooser, on_pick=picks.append))
     if chooser is None:
         return {}  # the surrogate chose: no LLM use to report
-    acc = USAGE.setdefault(spec, {"evaluations": 0, "calls": [], "usage": Usage()})
-    acc["evaluations"] += req.budget
-    acc["calls"] += chooser.calls
-    for k in ("calls", "input_tokens", "output_tokens", "seconds", "errors"):
-        setattr(acc["usage"], k, getattr(acc["usage"], k) + getattr(chooser.usage, k))
-    u = acc["usage"]
-    log.info("rank --llm %s: %d calls, %.0f prompt and %.1f output tokens per evaluation, %.1f s per call",
-             spec, u.calls, u.input_tokens / acc["evaluations"], u.output_tokens / acc["evaluations"],
-             u.seconds / max(1, u.calls))
     return {"usage": rank_usage(chooser, picks, req.budget)}
 
 

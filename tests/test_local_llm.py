@@ -291,16 +291,18 @@ def test_real_server_holds_a_json_answer_to_its_schema_without_a_function_defini
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip(f"llama_cpp is not installed; {INSTALL_HINT}")
     from archlore.agents.choosing import numbers_model, read_numbers
-    from archlore.agents.llm import LLM, LLMSettings, LLMSpec, Usage, make_openai
+    from archlore.agents.llm import LLMSettings, LLMSpec, Usage, make_openai
+    from archlore.agents.roles import RoleLLMs
     from langchain_core.messages import HumanMessage, SystemMessage
 
     schema = numbers_model("AnalystChoice", 5, 3, "Choose.", 2)
     messages = [SystemMessage('Answer with JSON only, e.g. {"choose": [2, 1]}.'),
                 HumanMessage("Candidates:\n1. prefer conv\n2. avoid pool\n3. prefer skip\n4. avoid none\n5. prefer conv1x1\nKeep 2 or 3.")]
     with LocalLLMServer() as server:
-        llm: LLM = make_openai(LLMSpec("openai", server.model, server.base_url), LLMSettings(timeout=600), api_key="local")
+        llm = make_openai(LLMSpec("openai", server.model, server.base_url), LLMSettings(timeout=600), api_key="local")
+        llm.name = "local"  # a local backend: the role asks it for JSON, as a run does
         usage = Usage()
-        res = llm.json_answer(schema, messages, usage)
+        res = RoleLLMs.single(llm).get("analyst").choose(schema, messages, usage)
     assert res.value is not None, res.error
     picked, error = read_numbers(res.value.choose, 5, 3, 2)
     assert picked is not None, error
